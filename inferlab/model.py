@@ -1,0 +1,236 @@
+"""The one GPT: a decoder-only transformer that serves every inference path.
+
+Notebook 01 trains it, 02 opens it up layer by layer, 03 runs it with and without a KV cache,
+04/05 time it, 06 drives it from the engine's paged cache. Whatever the path, the model sees the
+same three things: token ids, an explicit position for every token, and (optionally) a cache
+object that stores keys/values and says which of them each query may look at.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.arch == "llama":
+        return RMSNorm(config.d_model, config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float):
+    """cos/sin of every (position, frequency) pair, shape [max_seq_len, head_dim // 2]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate pairs (x[..., i], x[..., i + d/2]) by each token's angle. x: [B, heads, T, d]; cos/sin: [B, 1, T, d/2]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
+
+
+def causal_mask(T: int, pad_mask: torch.Tensor | None, device) -> torch.Tensor:
+    """[B or 1, 1, T, T] bool: query i may see key j when j <= i and key j is a real token."""
+    mask = torch.ones(T, T, dtype=torch.bool, device=device).tril()[None, None]
+    if pad_mask is not None:
+        mask = mask & pad_mask[:, None, None, :]
+    return mask
+
+
+def attend(q, k, v, mask):
+    """Plain scaled dot-product attention with grouped-query support.
+
+    q: [B, H, T, d]; k, v: [B, KV, S, d] with H a multiple of KV; mask: [B|1, 1, T, S] bool.
+    A query with no visible key (a padding slot) gets zeros instead of NaN.
+    """
+    B, H, T, d = q.shape
+    kv_heads = k.shape[1]
+    q = q.reshape(B, kv_heads, H // kv_heads * T, d)  # the query heads that share one K/V head, stacked
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(d)
+    scores = scores.view(B, kv_heads, H // kv_heads, T, -1)
+    scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
+    out = weights.view(B, kv_heads, H // kv_heads * T, -1) @ v
+    return out.view(B, H, T, d)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        bias = config.arch == "gpt2"
+        qkv_bias = bias or config.qkv_bias
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.d_model, config.kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.d_model, config.kv_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+
+    def forward(self, x, rope, mask, cache=None, layer: int = 0):
+        cfg = self.config
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # now every key/value this sequence may attend to
+        out = attend(q, k, v, mask)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.d_model))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gated = config.arch == "llama"
+        bias = not self.gated
+        self.up = nn.Linear(config.d_model, config.d_ff, bias=bias)
+        self.gate = nn.Linear(config.d_model, config.d_ff, bias=False) if self.gated else None
+        self.down = nn.Linear(config.d_ff, config.d_model, bias=bias)
+
+    def forward(self, x):
+        if self.gated:  # SwiGLU
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attn_norm = make_norm(config)
+        self.attn = Attention(config)
+        self.mlp_norm = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope, mask, cache=None, layer: int = 0):
+        x = x + self.attn(self.attn_norm(x), rope, mask, cache, layer)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer. ``GPT(config)`` has random weights; ``il.load_pretrained()`` trained ones."""
+
+    def __init__(self, config: ModelConfig, init_std: float = 0.02):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig (e.g. il.MODEL_CONFIGS['gpt2']), got {type(config).__name__}")
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.max_seq_len, config.d_model) if config.arch == "gpt2" else None
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = make_norm(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        if config.arch == "llama":
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_weights(init_std)
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02):
+        """GPT-2 style: normal(0, std), residual projections scaled down by sqrt(2 * n_layer)."""
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.dim() == 1:
+                p.fill_(1.0)
+            elif name.endswith(("o_proj.weight", "down.weight")):
+                p.normal_(0.0, std / math.sqrt(2 * self.config.n_layer))
+            else:
+                p.normal_(0.0, std)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tok_emb.weight.dtype
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not include_embeddings:
+            n -= self.tok_emb.weight.numel() + (self.pos_emb.weight.numel() if self.pos_emb is not None else 0)
+        return n
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
+                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` for token ids ``idx [B, T]``.
+
+        positions: ``[B, T]`` position of every token in its sequence (default: counted from the
+            cache's length and ``pad_mask``).
+        cache: any object with ``attention_mask(T, pad_mask) -> (mask, positions)``, ``append(layer, k, v)``
+            and ``advance(T)`` (see ``kvcache.KVCache`` and the engine's paged cache). None: no cache,
+            plain causal attention over ``idx``.
+        pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to.
+        """
+        idx = self._check_idx(idx)
+        B, T = idx.shape
+        if pad_mask is not None:
+            pad_mask = pad_mask.to(device=idx.device, dtype=torch.bool)
+            if pad_mask.shape != idx.shape:
+                raise ValueError(f"pad_mask must have the shape of idx {tuple(idx.shape)}, got {tuple(pad_mask.shape)}")
+        if cache is None:
+            mask = causal_mask(T, pad_mask, idx.device)
+            default_pos = _count_positions(pad_mask, B, T, idx.device)
+        else:
+            mask, default_pos = cache.attention_mask(T, pad_mask)
+        positions = default_pos if positions is None else positions.to(idx.device)
+        if positions.shape != idx.shape:
+            raise ValueError(f"positions must have the shape of idx {tuple(idx.shape)}, got {tuple(positions.shape)}")
+        if positions.numel() and (positions.min() < 0 or positions.max() >= self.config.max_seq_len):
+            raise ValueError(f"positions must lie in [0, max_seq_len={self.config.max_seq_len}), "
+                             f"got {positions.min().item()}..{positions.max().item()}")
+        x = self.tok_emb(idx)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        else:
+            rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rope, mask, cache, layer)
+        if cache is not None:
+            cache.advance(T)
+        return self.lm_head(self.norm(x))
+
+    def _check_idx(self, idx):
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
+        if idx.dim() == 1:
+            idx = idx[None]
+        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx must be integer token ids of shape [batch, time], got {idx.dtype} {tuple(idx.shape)}")
+        if idx.shape[1] == 0:
+            raise ValueError("idx is empty: give at least one token")
+        if idx.min() < 0 or idx.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, vocab_size={self.config.vocab_size}), "
+                             f"got {idx.min().item()}..{idx.max().item()}")
+        return idx.long()
+
+
+def _count_positions(pad_mask, B, T, device):
+    """Position of each token = how many real tokens precede it (padding gets position 0)."""
+    if pad_mask is None:
+        return torch.arange(T, device=device).expand(B, T)
+    return (pad_mask.long().cumsum(-1) - 1).clamp(min=0)

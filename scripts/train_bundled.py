@@ -1,0 +1,65 @@
+"""Reproduce the bundled checkpoints from scratch: tokenizer, main model, draft model.
+
+    python scripts/train_bundled.py                 # train on the bundled text snapshot (~15 min on 2 cores)
+    python scripts/train_bundled.py --refresh-corpus  # first re-extract the text from this Python
+
+Writes inferlab/assets/{tokenizer.json, main.pt, draft.pt} and prints each model's held-out loss.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import inferlab as il  # noqa: E402
+from inferlab.corpus import CORPUS_FILE, extract_python_docs, load_corpus, split_corpus  # noqa: E402
+from inferlab.pretrained import CHECKPOINTS, TOKENIZER_FILE, load_checkpoint, save_checkpoint  # noqa: E402
+from inferlab.train import heldout_loss, token_tensor, train  # noqa: E402
+
+RECIPES = {  # name: (config, steps, batch, seq_len, lr)
+    "main": ("inferlab-main", 1100, 16, 256, 2e-3),
+    "draft": ("inferlab-draft", 1100, 16, 256, 3e-3),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--refresh-corpus", action="store_true", help="re-extract the text from the running Python")
+    ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every recipe's step count (quick tries)")
+    ap.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bfloat16 autocast")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    if args.refresh_corpus:
+        with gzip.GzipFile(CORPUS_FILE, "wb", mtime=0) as f:
+            f.write(extract_python_docs().encode("utf-8"))
+    train_text, heldout_text = split_corpus(load_corpus())
+    t = time.perf_counter()
+    tok = il.BPETokenizer.train(train_text, il.MODEL_CONFIGS["inferlab-main"].vocab_size, progress=True)
+    tok.save(TOKENIZER_FILE)
+    print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t:.0f} s")
+    train_ids, heldout_ids = token_tensor(tok, train_text), token_tensor(tok, heldout_text)
+    print(f"corpus: {len(train_ids):,} training tokens, {len(heldout_ids):,} held-out tokens")
+    for name, (config_name, steps, batch, seq_len, lr) in RECIPES.items():
+        torch.manual_seed(0)
+        model = il.GPT(il.MODEL_CONFIGS[config_name])
+        steps = max(1, int(steps * args.steps_scale))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16):
+            hist = train(model, train_ids, heldout_ids, steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
+                         warmup=50, eval_every=100, seed=0)
+        meta = {"steps": steps, "batch_size": batch, "seq_len": seq_len, "lr": lr, "train_seconds": round(hist.seconds),
+                "python": platform.python_version(), "torch": torch.__version__}
+        save_checkpoint(model, CHECKPOINTS[name], meta)
+        reloaded = load_checkpoint(CHECKPOINTS[name])  # the loss of what ships (float16 weights)
+        loss = heldout_loss(reloaded, heldout_ids, seq_len=256)
+        print(f"{name}: {reloaded.num_params():,} params, held-out loss {loss:.4f} after {steps} steps "
+              f"({hist.seconds:.0f} s), file {CHECKPOINTS[name].stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
