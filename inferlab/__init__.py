@@ -1,5 +1,6 @@
 """inferlab: a hands-on course on how language models answer, and the code its notebooks run."""
 from .config import MODEL_CONFIGS, ModelConfig, get_config
+from .counting import kv_cache_bytes
 from .generate import GenerationResult, generate, generate_batch, stream
 from .kvcache import KVCache
 from .model import GPT
@@ -9,4 +10,4 @@ from .tokenizer import BPETokenizer, show_tokens
 
 __all__ = ["MODEL_CONFIGS", "ModelConfig", "get_config", "GPT", "BPETokenizer", "show_tokens", "KVCache",
            "generate", "generate_batch", "stream", "GenerationResult", "load_pretrained", "next_token_probs",
-           "sample_next"]
+           "sample_next", "kv_cache_bytes"]

@@ -56,7 +56,17 @@ class GenerationResult:
 @dataclass
 class StreamEvent:
     token_id: int
-    text: str  # the new text this token completes (may be "" mid UTF-8 character)
+    text: str  # new text this token completes ("" mid UTF-8 character, or while it could start a stop string)
+
+
+def token_bytes(tok, token_id: int) -> bytes:
+    """The bytes of one token. A model with a larger vocabulary than the tokenizer (a real shape with
+    random weights, say) can emit ids the tokenizer lacks: they show as ``<id>``."""
+    return tok.vocab[token_id] if token_id < tok.vocab_size else f"<{token_id}>".encode()
+
+
+def token_text(tok, token_id: int) -> str:
+    return token_bytes(tok, token_id).decode("utf-8", errors="replace")
 
 
 def encode_prompt(tok, prompt, max_seq_len: int) -> list[int]:
@@ -149,7 +159,9 @@ def _run(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     ids = encode_prompt(tok, prompt, max_seq_len)
     _check_max_new(max_new_tokens, len(ids), max_seq_len)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    holdback = max((len(s) for s in stops), default=1) - 1  # text that could still become a stop string
     tokens, text, steps, step_times = [], "", [], []
+    emitted = 0  # characters of text already streamed
     finish = "length"
     was_training = model.training
     model.eval()
@@ -161,22 +173,22 @@ def _run(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
                 step_times.append(now - t_prev)
                 t_prev = now
                 tokens.append(token)
-                delta = decoder.decode(tok.vocab[token])
-                shown = len(text)
-                text += delta
+                last = len(tokens) == max_new_tokens
+                text += decoder.decode(token_bytes(tok, token), final=last)
                 if trace:
                     probs = next_token_probs(logits, temperature if temperature > 0 else 1.0, top_k, top_p)
                     top = probs.topk(min(trace_top, probs.numel()))
-                    steps.append(StepTrace(len(tokens) - 1, len(ids) + len(tokens) - 1, token, tok.decode([token]),
-                                           [Candidate(int(i), tok.decode([int(i)]), float(p))
+                    steps.append(StepTrace(len(tokens) - 1, len(ids) + len(tokens) - 1, token, token_text(tok, token),
+                                           [Candidate(int(i), token_text(tok, int(i)), float(p))
                                             for p, i in zip(top.values, top.indices)]))
                 hit = min((text.find(s) for s in stops if s in text), default=-1)
                 if hit >= 0:
-                    text, finish = text[:hit], "stop"
-                    yield StreamEvent(token, text[shown:])  # only what comes before the stop string
+                    text, finish, last = text[:hit], "stop", True
+                ready = len(text) if last else max(emitted, len(text) - holdback)
+                yield StreamEvent(token, text[emitted:ready])
+                emitted = ready
+                if last:
                     break
-                yield StreamEvent(token, delta)
-            text += decoder.decode(b"", final=True)
     finally:
         model.train(was_training)
     total = time.perf_counter() - start
@@ -229,5 +241,5 @@ def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: f
     results = []
     for b, ids in enumerate(all_ids):
         toks = [step[b] for step in out]
-        results.append(GenerationResult(tok.decode(toks), toks, ids, ttft, tpot, total, "length"))
+        results.append(GenerationResult(b"".join(token_bytes(tok, t) for t in toks).decode("utf-8", errors="replace"), toks, ids, ttft, tpot, total, "length"))
     return results

@@ -12,6 +12,20 @@ import torch
 from .config import ModelConfig
 
 
+def _check_step(cache, k, v, new_tokens: int, dtype) -> None:
+    """One step's keys and values must fit the cache: a clear error naming the argument, not a torch one."""
+    want = [cache.batch_size, cache.config.n_kv_head, new_tokens, cache.config.head_dim]
+    for name, t in (("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"append expected {name} to be a torch.Tensor, got {type(t).__name__}")
+        if list(t.shape) != want:
+            raise ValueError(f"append expected {name} of shape [batch_size, n_kv_head, new tokens, head_dim] = "
+                             f"{want}, got {list(t.shape)}; was the cache made for this model's config and batch?")
+        if t.dtype != dtype:
+            raise TypeError(f"append expected {name} of dtype {dtype} (the cache's), got {t.dtype}; "
+                            f"create the cache with dtype=model.dtype")
+
+
 class KVCache:
     """Preallocated contiguous cache: keys/values ``[n_layer, batch, n_kv_head, capacity, head_dim]``."""
 
@@ -54,9 +68,12 @@ class KVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write this step's keys/values for one layer; return all keys/values so far."""
-        if k.shape[0] != self.batch_size or k.shape[2] != self._pending:
-            raise ValueError(f"append expected keys of shape [{self.batch_size}, {self.config.n_kv_head}, "
-                             f"{self._pending}, {self.config.head_dim}], got {tuple(k.shape)}")
+        try:
+            _check_step(self, k, v, self._pending, self.k.dtype)
+        except (TypeError, ValueError):
+            self.valid[:, self.length:self.length + self._pending] = False  # undo the reservation
+            self._pending = 0
+            raise
         end = self.length + self._pending
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
@@ -84,3 +101,67 @@ class KVCache:
     def reset(self):
         self.valid.zero_()
         self.length = 0
+
+
+class ConcatKVCache:
+    """The naive cache: starts empty and grows by ``torch.cat`` every step (a full copy each time).
+
+    Same calls and results as ``KVCache``; only how memory is managed differs, which notebook 03
+    times. No capacity, so no overflow error: it grows until the model's context runs out.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int = 1, dtype: torch.dtype = torch.float32, device=None):
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.config, self.batch_size = config, batch_size
+        empty = torch.zeros(batch_size, config.n_kv_head, 0, config.head_dim, dtype=dtype, device=device)
+        self.k = [empty] * config.n_layer
+        self.v = [empty] * config.n_layer
+        self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        self.length = 0
+        self.bytes_copied = 0  # total bytes torch.cat has copied so far: the hidden cost of growing
+
+    def attention_mask(self, T: int, pad_mask: torch.Tensor | None):
+        if self.length + T > self.config.max_seq_len:
+            raise ValueError(f"cache would hold {self.length + T} tokens, more than max_seq_len={self.config.max_seq_len}")
+        device = self.valid.device
+        if pad_mask is None:
+            pad_mask = torch.ones(self.batch_size, T, dtype=torch.bool, device=device)
+        if pad_mask.shape[0] != self.batch_size:
+            raise ValueError(f"this cache holds batch_size={self.batch_size} sequences, got a batch of {pad_mask.shape[0]}")
+        counts = self.valid.sum(-1, keepdim=True)
+        positions = (counts + pad_mask.long().cumsum(-1) - 1).clamp(min=0)
+        self.valid = torch.cat([self.valid, pad_mask], dim=1)
+        end = self.length + T
+        key_slot = torch.arange(end, device=device)
+        query_slot = torch.arange(self.length, end, device=device)
+        mask = (key_slot[None, :] <= query_slot[:, None])[None, None] & self.valid[:, None, None, :]
+        return mask, positions
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        try:
+            _check_step(self, k, v, self.valid.shape[1] - self.length, self.k[layer].dtype)
+        except (TypeError, ValueError):
+            self.valid = self.valid[:, :self.length]  # undo the reservation: the cache is as it was
+            raise
+        self.k[layer] = torch.cat([self.k[layer], k], dim=2)
+        self.v[layer] = torch.cat([self.v[layer], v], dim=2)
+        self.bytes_copied += 2 * self.k[layer].numel() * self.k[layer].element_size()
+        return self.k[layer], self.v[layer]
+
+    def advance(self, T: int):
+        self.length += T
+
+    @property
+    def bytes_allocated(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+    @property
+    def bytes_used(self) -> int:
+        per_token = 2 * self.config.n_layer * self.config.kv_dim * self.k[0].element_size()
+        return int(self.valid.sum().item()) * per_token
+
+    def tokens(self) -> list[int]:
+        return self.valid.sum(-1).tolist()

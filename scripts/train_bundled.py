@@ -1,6 +1,6 @@
 """Reproduce the bundled checkpoints from scratch: tokenizer, main model, draft model.
 
-    python scripts/train_bundled.py                 # train on the bundled text snapshot (~15 min on 2 cores)
+    python scripts/train_bundled.py                 # train on the bundled text snapshot (about 15 min on 2 cores)
     python scripts/train_bundled.py --refresh-corpus  # first re-extract the text from this Python
 
 Writes inferlab/assets/{tokenizer.json, main.pt, draft.pt} and prints each model's held-out loss.
@@ -23,8 +23,8 @@ from inferlab.pretrained import CHECKPOINTS, TOKENIZER_FILE, load_checkpoint, sa
 from inferlab.train import heldout_loss, token_tensor, train  # noqa: E402
 
 RECIPES = {  # name: (config, steps, batch, seq_len, lr)
-    "main": ("inferlab-main", 1100, 16, 256, 2e-3),
-    "draft": ("inferlab-draft", 1100, 16, 256, 3e-3),
+    "main": ("inferlab-main", 900, 12, 256, 3e-3),
+    "draft": ("inferlab-draft", 600, 16, 256, 5e-3),
 }
 
 
@@ -32,7 +32,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--refresh-corpus", action="store_true", help="re-extract the text from the running Python")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every recipe's step count (quick tries)")
-    ap.add_argument("--no-bf16", action="store_true", help="train in float32 instead of bfloat16 autocast")
+    ap.add_argument("--only", choices=sorted(RECIPES), help="train just this model")
+    ap.add_argument("--reuse-tokenizer", action="store_true", help="keep the existing tokenizer.json")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.refresh_corpus:
@@ -40,20 +41,25 @@ def main():
             f.write(extract_python_docs().encode("utf-8"))
     train_text, heldout_text = split_corpus(load_corpus())
     t = time.perf_counter()
-    tok = il.BPETokenizer.train(train_text, il.MODEL_CONFIGS["inferlab-main"].vocab_size, progress=True)
-    tok.save(TOKENIZER_FILE)
+    if args.reuse_tokenizer and TOKENIZER_FILE.exists():
+        tok = il.BPETokenizer.load(TOKENIZER_FILE)
+    else:
+        tok = il.BPETokenizer.train(train_text, il.MODEL_CONFIGS["inferlab-main"].vocab_size, progress=True)
+        tok.save(TOKENIZER_FILE)
     print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t:.0f} s")
     train_ids, heldout_ids = token_tensor(tok, train_text), token_tensor(tok, heldout_text)
     print(f"corpus: {len(train_ids):,} training tokens, {len(heldout_ids):,} held-out tokens")
     for name, (config_name, steps, batch, seq_len, lr) in RECIPES.items():
+        if args.only and name != args.only:
+            continue
         torch.manual_seed(0)
         model = il.GPT(il.MODEL_CONFIGS[config_name])
         steps = max(1, int(steps * args.steps_scale))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16):
-            hist = train(model, train_ids, heldout_ids, steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
-                         warmup=50, eval_every=100, seed=0)
+        hist = train(model, train_ids, heldout_ids, steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
+                     warmup=50, eval_every=100, seed=0)
+        print(f"{name}: held-out loss during training {[round(x, 3) for x in hist.eval_loss]}")
         meta = {"steps": steps, "batch_size": batch, "seq_len": seq_len, "lr": lr, "train_seconds": round(hist.seconds),
-                "python": platform.python_version(), "torch": torch.__version__}
+                "python": platform.python_version(), "torch": str(torch.__version__)}
         save_checkpoint(model, CHECKPOINTS[name], meta)
         reloaded = load_checkpoint(CHECKPOINTS[name])  # the loss of what ships (float16 weights)
         loss = heldout_loss(reloaded, heldout_ids, seq_len=256)
