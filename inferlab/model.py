@@ -202,16 +202,22 @@ class GPT(nn.Module):
         if positions.numel() and (positions.min() < 0 or positions.max() >= self.config.max_seq_len):
             raise ValueError(f"positions must lie in [0, max_seq_len={self.config.max_seq_len}), "
                              f"got {positions.min().item()}..{positions.max().item()}")
-        x = self.tok_emb(idx)
-        rope = None
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
-        else:
-            rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])
+        x, rope = self.embed(idx, positions)
         for layer, block in enumerate(self.blocks):
             x = block(x, rope, mask, cache, layer)
         if cache is not None:
             cache.advance(T)
+        return self.head(x)
+
+    def embed(self, idx: torch.Tensor, positions: torch.Tensor):
+        """Token embeddings (+ learned positions for gpt2), and the rotary tables for these positions (llama)."""
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            return x + self.pos_emb(positions), None
+        return x, (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm, then one logit per vocabulary entry."""
         return self.lm_head(self.norm(x))
 
     def _check_idx(self, idx):
