@@ -1,0 +1,244 @@
+"""Plots and widget callbacks for notebook 03 (prefill, decoding and the KV cache).
+
+Every function returns a matplotlib ``Figure`` built without pyplot. The widget callbacks take the
+widgets' values as plain arguments:
+
+* ``cache_step_view(trace, tok, step, layer, head)``: the slider that steps through generation and shows
+  which key/value rows are new, which are reused, and where the new token looks (``head=-1``: the mean
+  over all query heads);
+* ``memory_view(config_name, seq_len, batch_size, dtype_name, memory_gb)``: the KV cache calculator.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ..config import get_config
+from ..counting import kv_cache_bytes
+from ..phases import attention_kind, decode_flops, format_bytes, memory_budget, prefill_flops
+from .inference import _drawable, _safe, token_label
+
+DPI = 90
+KIND_COLORS = {"contiguous": "#3b75af", "concat": "#e1812c", "none": "#c03d3e"}
+KIND_LABELS = {"contiguous": "KV cache, preallocated (KVCache)", "concat": "KV cache, grown by torch.cat",
+               "none": "no cache: recompute everything"}
+ATTENTION_COLORS = {"multi-head": "#c03d3e", "grouped-query": "#3b75af", "multi-query": "#55a868"}
+REUSED, NEW, EMPTY = "#9ecae1", "#d62728", "#f2f2f2"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8,
+          "4-bit": 0.5}
+
+
+def _flop_unit(largest: float):
+    return ("GFLOP", 1e9) if largest >= 1e9 else ("MFLOP", 1e6)
+
+
+# --- the two phases of one generation ------------------------------------------------------------------
+
+def plot_generation_steps(results: dict) -> Figure:
+    """Wall time of every step of ``il.generate`` runs (``{"label": result}``): step 0 is the prefill
+    (time to first token), the rest are decode steps."""
+    fig = Figure(figsize=(10, 3.2), dpi=DPI)
+    ax = fig.add_subplot()
+    colors = iter([KIND_COLORS["contiguous"], KIND_COLORS["none"], KIND_COLORS["concat"], "#555555"])
+    for label, res in results.items():
+        ms = np.array(res.step_times_s) * 1e3
+        color = next(colors)
+        ax.plot(range(len(ms)), ms, ".-", color=color, lw=1, label=f"{label}: first token {ms[0]:.1f} ms, "
+                f"then {res.tpot_s * 1e3:.2f} ms/token")
+        ax.plot([0], [ms[0]], "o", color=color, ms=8)
+    ax.set_xlabel("generated token (0 = the first: prefill of the whole prompt)")
+    ax.set_ylabel("wall time of the step (ms)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prefill(prefill, config, title: str = "") -> Figure:
+    """Time to first token against prompt length (measured) beside the prefill's matmul FLOPs (counted)."""
+    fig = Figure(figsize=(10, 3.2), dpi=DPI)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.errorbar(prefill.x, prefill.median_ms, yerr=np.array(prefill.iqr_ms) / 2, fmt="o-", capsize=3,
+                 color=KIND_COLORS["contiguous"])
+    ax1.set_xlabel("prompt length (tokens)")
+    ax1.set_ylabel("time to first token (ms)")
+    ax1.set_title(f"{title}measured (median, bars: IQR)", fontsize=10)
+    flops = prefill_flops(config, prefill.x)
+    unit, scale = _flop_unit(max(flops))
+    ax2.plot(prefill.x, np.array(flops) / scale, "s-", color="#555555")
+    ax2.set_xlabel("prompt length (tokens)")
+    ax2.set_ylabel(unit)
+    ax2.set_title(f"{title}counted: matmul FLOPs of the prefill", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_decode(decodes, config, title: str = "", log: bool = False) -> Figure:
+    """Time of one decode step against its position for each kind of cache (``phases.time_decode``
+    results), beside the matmul FLOPs of the same step with and without the cache."""
+    fig = Figure(figsize=(10, 3.4), dpi=DPI)
+    ax1, ax2 = fig.subplots(1, 2)
+    for d in decodes:
+        ax1.errorbar(d.x, d.median_ms, yerr=np.array(d.iqr_ms) / 2, fmt="o-", capsize=3, ms=4,
+                     color=KIND_COLORS[d.kind], label=KIND_LABELS[d.kind])
+    ax1.set_xlabel("position of the new token")
+    ax1.set_ylabel("time of the step (ms)")
+    ax1.set_title(f"{title}measured (median, bars: IQR)", fontsize=10)
+    positions = sorted({p for d in decodes for p in d.x})
+    unit, scale = _flop_unit(max(decode_flops(config, positions, use_cache=False)))
+    for use_cache, kind in ((True, "contiguous"), (False, "none")):
+        ax2.plot(positions, np.array(decode_flops(config, positions, use_cache)) / scale, "s-", ms=4,
+                 color=KIND_COLORS[kind], label="with the cache" if use_cache else "without: recompute")
+    ax2.set_xlabel("position of the new token")
+    ax2.set_ylabel(f"{unit} per step")
+    ax2.set_title(f"{title}counted: matmul FLOPs of the step", fontsize=10)
+    for ax in (ax1, ax2):
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- seeing the cache ---------------------------------------------------------------------------------
+
+def step_summary(trace, step: int) -> dict:
+    """What one step did to the cache: rows reused, rows written, rows a cache-less step would recompute."""
+    s = trace.steps[step]
+    return {"step": step, "reused": s.start, "written": s.end - s.start, "recomputed_without_cache": s.end,
+            "position": s.end - 1, "token_id": s.token_id}
+
+
+def cache_step_view(trace, tok, step: int = 0, layer: int = 0, head: int = -1) -> Figure:
+    """Widget callback for the generation slider: the cache after ``step`` (one column per slot: blue rows
+    reused, red rows written this step, grey slots still empty), the layer's cached keys and values, and
+    the newest token's attention over every cached row (``head=-1``: mean of all query heads)."""
+    cfg = trace.config
+    step = max(0, min(int(step), len(trace.steps) - 1))
+    layer = max(0, min(int(layer), cfg.n_layer - 1))
+    head = int(head)
+    if not -1 <= head < cfg.n_head:
+        raise ValueError(f"head must be -1 (mean of all heads) or in [0, {cfg.n_head}), got {head}")
+    s = trace.steps[step]
+    cap = trace.capacity
+    fig = Figure(figsize=(10, 5.6), dpi=DPI)
+    ax_slots, ax_kv, ax_att = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [0.5, 2.0, 1.5]})
+
+    # slots of the cache: reused, new, empty
+    for i in range(cap):
+        color = REUSED if i < s.start else NEW if i < s.end else EMPTY
+        ax_slots.add_patch(Rectangle((i - 0.45, 0), 0.9, 1, facecolor=color, edgecolor="#777777", lw=0.5))
+    ax_slots.set_ylim(0, 1)
+    ax_slots.set_yticks([])
+    ax_slots.set_title(f"step {step}: {s.end - s.start} row(s) written (red), {s.start} reused from the cache "
+                       f"(blue), {cap - s.end} slots still empty\nwithout a cache this step would recompute all "
+                       f"{s.end} rows in each of the {cfg.n_layer} layers", fontsize=9, loc="left")
+
+    # the layer's keys and values: one column per token
+    kv = torch.cat([trace.keys[layer].reshape(-1, trace.keys.shape[2]),
+                    trace.values[layer].reshape(-1, trace.values.shape[2])]).float().numpy()
+    img = np.full((kv.shape[0], cap), np.nan)
+    img[:, : s.end] = kv[:, : s.end]
+    lim = np.nanpercentile(np.abs(kv), 98) if kv.size else 1.0
+    ax_kv.imshow(img, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
+                 extent=(-0.5, cap - 0.5, kv.shape[0], 0))
+    half = kv.shape[0] // 2
+    ax_kv.axhline(half, color="black", lw=1)
+    ax_kv.add_patch(Rectangle((s.start - 0.5, 0), s.end - s.start, kv.shape[0], fill=False, edgecolor=NEW, lw=2))
+    ax_kv.set_yticks([half / 2, half * 1.5], ["K", "V"])
+    ax_kv.set_ylabel(f"{cfg.n_kv_head} heads x {cfg.head_dim}", fontsize=8)
+    ax_kv.set_title(f"layer {layer}'s cache: keys and values of every token so far ({half} numbers each)",
+                    fontsize=9, loc="left")
+
+    # where the newest token looks
+    weights = s.attention[layer].mean(0) if head == -1 else s.attention[layer, head]
+    weights = weights.float().numpy()
+    colors = [REUSED if i < s.start else NEW for i in range(s.end)]
+    ax_att.bar(range(s.end), weights, color=colors, edgecolor="#555555", lw=0.3)
+    ax_att.set_ylim(0, max(0.05, float(weights.max()) * 1.15))
+    ax_att.set_ylabel("attention weight")
+    who = "mean of all query heads" if head == -1 else (
+        f"query head {head} (reads K/V head {head // (cfg.n_head // cfg.n_kv_head)})")
+    ax_att.set_title(f"attention of the newest token (position {s.end - 1}) over the cached rows, {who}; "
+                     f"sums to {weights.sum():.3f}", fontsize=9, loc="left")
+    labels = [_safe(token_label(tok, t)) if i < s.end else "" for i, t in enumerate(trace.tokens[:cap])]
+    labels += [""] * (cap - len(labels))
+    ax_att.set_xticks(range(cap), labels, rotation=90, fontsize=7, family="DejaVu Sans Mono")
+    ax_att.set_xlim(-0.6, cap - 0.4)
+    picked = _drawable(tok.decode([s.token_id]))
+    fig.suptitle(f"…then picks [{picked}] (id {s.token_id})", fontsize=9, x=0.99, y=0.995, ha="right")
+    fig.tight_layout()
+    return fig
+
+
+# --- sizing the cache of real models --------------------------------------------------------------------
+
+def plot_kv_per_token(rows) -> Figure:
+    """KiB of KV cache per token for each model (``phases.kv_cache_rows``), coloured by attention kind."""
+    fig = Figure(figsize=(10, 0.6 + 0.34 * len(rows)), dpi=DPI)
+    ax = fig.add_subplot()
+    kib = [r["bytes_per_token"] / 1024 for r in rows]
+    ax.barh(range(len(rows)), kib, color=[ATTENTION_COLORS[r["attention"]] for r in rows])
+    ax.set_yticks(range(len(rows)), [f"{r['name']} ({r['n_head']}/{r['n_kv_head']} q/kv heads)" for r in rows],
+                  fontsize=8)
+    ax.invert_yaxis()
+    for i, v in enumerate(kib):
+        ax.text(v, i, f" {v:,.0f} KiB", va="center", fontsize=8)
+    ax.set_xlim(0, max(kib) * 1.15)
+    ax.set_xlabel("KV cache per token, 16-bit (KiB = 1,024 bytes)")
+    for kind, color in ATTENTION_COLORS.items():
+        ax.bar([0], [0], color=color, label=kind)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size: int = 1,
+                dtype_name: str = "float16", memory_gb: float = 80.0) -> Figure:
+    """Widget callback for the KV cache calculator: weights + cache of ``batch_size`` sequences of ``seq_len``
+    tokens against an accelerator's memory (left), and the cache against context length (right)."""
+    if dtype_name not in DTYPES:
+        raise ValueError(f"dtype_name must be one of {list(DTYPES)}, got {dtype_name!r}")
+    cfg = get_config(config_name)
+    dtype = DTYPES[dtype_name]
+    b = memory_budget(cfg, int(seq_len), int(batch_size), float(memory_gb), dtype)
+    fig = Figure(figsize=(10, 3.2), dpi=DPI)
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
+    ax1.barh([0], [b["weights"] / 1e9], color="#8c8c8c", label=f"weights {format_bytes(b['weights'])}")
+    ax1.barh([0], [b["cache"] / 1e9], left=[b["weights"] / 1e9], color=ATTENTION_COLORS[attention_kind(cfg)],
+             label=f"KV cache {format_bytes(b['cache'])}")
+    ax1.axvline(memory_gb, color="black", ls="--", lw=1.5, label=f"accelerator {memory_gb:g} GB")
+    ax1.set_xlim(0, max(memory_gb, b["total"] / 1e9) * 1.1)
+    ax1.set_yticks([])
+    ax1.set_xlabel("GB (10^9 bytes)")
+    verdict = "fits" if b["fits"] else "does NOT fit"
+    ax1.set_title(f"{cfg.name}, {batch_size} x {int(seq_len):,} tokens, {dtype_name}: {verdict}\n"
+                  f"at most {b['max_sequences']} sequences of {int(seq_len):,} tokens fit beside the weights", fontsize=9)
+    ax1.legend(fontsize=8, loc="upper right")
+    lengths = np.unique(np.geomspace(512, 131072, 40).astype(int))
+    cache_gb = [kv_cache_bytes(cfg, int(n), int(batch_size), dtype) / 1e9 for n in lengths]
+    ax2.plot(lengths, cache_gb, color=ATTENTION_COLORS[attention_kind(cfg)], label=f"KV cache, batch {batch_size}")
+    ax2.axhline(b["weights"] / 1e9, color="#8c8c8c", lw=1.5, label="weights")
+    ax2.axhline(memory_gb, color="black", ls="--", lw=1, label="accelerator memory")
+    ax2.axvline(int(seq_len), color="#555555", lw=0.8, ls=":")
+    ax2.set_xscale("log", base=2)
+    ticks = [2 ** k for k in range(9, 18, 2)]
+    ax2.set_xticks(ticks, [f"{t // 1024}k" if t >= 1024 else str(t) for t in ticks])
+    ax2.set_yscale("log")
+    ax2.set_xlabel("tokens per sequence")
+    ax2.set_ylabel("GB")
+    ax2.set_title(f"{attention_kind(cfg)} attention: {kv_cache_bytes(cfg, 1, 1, dtype) / 1024:,.0f} KiB "
+                  f"per token", fontsize=9)
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
