@@ -1,0 +1,55 @@
+"""The model runner: one engine step's forward pass over the paged cache (notebook 06).
+
+The scheduled requests become padded ``[B, T]`` batches of their new tokens, with explicit positions
+and a pad mask, run through the one GPT with a ``PagedBatch`` as its cache. Decoding rows (one token
+each) and prefill rows (many) go in two separate passes, so a long prompt does not pad every
+decoding row to its length. Prefill rows run first: a request that found its prefix in blocks
+being computed in this same step reads them after they are written. A request whose last token was just computed gets its next token picked
+by ``sample_next`` with its own ``SamplingParams``.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..sampling import sample_next
+from .paged_cache import KVPool, PagedBatch
+from .scheduler import SchedulerOutput
+
+
+class ModelRunner:
+    def __init__(self, model, pool: KVPool):
+        self.model, self.pool = model, pool
+
+    @torch.inference_mode()
+    def forward(self, group) -> torch.Tensor:
+        """Last-token logits ``[B, vocab]`` for a list of ``ScheduledRequest``."""
+        device = self.model.device
+        cache = PagedBatch(self.pool, [s.request.block_table for s in group],
+                           [s.request.num_computed for s in group], [s.num_new for s in group])
+        idx = torch.zeros(cache.pad_mask.shape, dtype=torch.long)
+        for b, s in enumerate(group):
+            c = s.request.num_computed
+            idx[b, :s.num_new] = torch.tensor(s.request.tokens[c:c + s.num_new])
+        logits = self.model(idx.to(device), positions=cache.positions, cache=cache, pad_mask=cache.pad_mask)
+        last = torch.tensor([s.num_new - 1 for s in group], device=device)
+        return logits[torch.arange(len(group), device=device), last]
+
+    def run(self, out: SchedulerOutput) -> dict:
+        """Run one step; return ``{request: next token}`` for each request whose tokens are now all computed.
+        ``num_computed`` of every scheduled request moves forward by its ``num_new``."""
+        decode = [s for s in out.scheduled if s.num_new == 1]
+        prefill = [s for s in out.scheduled if s.num_new > 1]
+        picks = {}
+        for group in (prefill, decode):   # prefill first: a decode row may read a prefix block written by it
+            if not group:
+                continue
+            logits = self.forward(group)
+            greedy = logits.argmax(-1).tolist()   # one call for every greedy row
+            for s, row, best in zip(group, logits, greedy):
+                req = s.request
+                req.num_computed += s.num_new
+                if req.num_computed == req.num_tokens:   # caught up: its next token can be picked
+                    p = req.params
+                    picks[req] = best if p.temperature == 0 else \
+                        int(sample_next(row, p.temperature, p.top_k, p.top_p, req.generator))
+        return picks
