@@ -1,0 +1,345 @@
+"""Plots and widget callbacks for notebook 02 (how inference works).
+
+Every function returns a matplotlib ``Figure`` (built without pyplot, so nothing leaks between
+cells) or plain data. The widget callbacks take the widget's values as plain arguments:
+
+* ``token_view(tok, text)``: the text box (tokens and ids of any text);
+* ``sampling_view(logits, tok, temperature, top_k, top_p)``: the temperature / top-k / top-p sliders
+  (slider values ``top_k=0`` and ``top_p=1.0`` mean "off");
+* ``trace_step_view(result, step)``: the slider that walks through the token-by-token loop.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import matplotlib
+import torch
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ..sampling import next_token_probs
+from ..tokenizer import token_table
+
+DPI = 90
+KEPT, DROPPED, RAW, ACCENT = "#3b75af", "#d9d9d9", "#bdbdbd", "#d62728"
+
+
+# --- showing tokens ---------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _font_codepoints() -> frozenset:
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+    path = findfont(FontProperties(family=matplotlib.rcParams["font.family"]))
+    return frozenset(get_font(path).get_charmap())
+
+
+def _label_char(c: str) -> str:
+    special = {" ": "␣", "\n": "↵", "\t": "→"}
+    if c in special:
+        return special[c]
+    if ord(c) in _font_codepoints() and c.isprintable():
+        return c
+    return f"U+{ord(c):04X}"
+
+
+def _drawable(text: str) -> str:
+    """``text`` with every character the plot font lacks written as U+XXXX, spaces kept, ``$`` escaped."""
+    return _safe("".join(c if c in " \n" else _label_char(c) for c in text).replace("\n", "↵"))
+
+
+def _safe(s: str) -> str:
+    """Escape ``$`` so matplotlib draws it instead of starting math mode."""
+    return s.replace("$", r"\$")
+
+
+def token_label(tok, token_id: int) -> str:
+    """How notebook 02 draws one token: its text (space ␣, newline ↵), or its raw bytes in hex
+    when the token is only part of a UTF-8 character (the byte-level fallback)."""
+    raw = tok.vocab[int(token_id)]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return " ".join(f"{b:02X}" for b in raw)
+    return "".join(_label_char(c) for c in text)
+
+
+def is_partial(tok, token_id: int) -> bool:
+    """True when a token's bytes are not whole UTF-8 characters on their own (notebook 02)."""
+    try:
+        tok.vocab[int(token_id)].decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def format_tokens(tok, text: str) -> str:
+    """A printable table of ``text``'s tokens: id, raw bytes, and how the token reads (notebook 02)."""
+    lines = [f"{'id':>5}  {'bytes':<24} token"]
+    for token_id, _ in token_table(tok, text):
+        lines.append(f"{token_id:>5}  {tok.vocab[token_id]!r:<24} {token_label(tok, token_id)}")
+    lines.append(f"{len(text)} characters -> {len(text.encode('utf-8'))} UTF-8 bytes -> "
+                 f"{len(lines) - 1} tokens")
+    return "\n".join(lines)
+
+
+def token_view(tok, text: str, width: float = 56.0) -> Figure:
+    """Widget callback for the text box: ``text`` as coloured token boxes with each token's id below.
+
+    Orange boxes are byte-level fallback: raw bytes of a character the vocabulary has no token for.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    pairs = token_table(tok, text) if text else []
+    boxes, x, row = [], 0.0, 0
+    for token_id, _ in pairs:
+        label = token_label(tok, token_id)
+        w = max(len(label), 2) + 1.2
+        if x + w > width and x > 0:
+            x, row = 0.0, row + 1
+        boxes.append((x, row, w, label, token_id))
+        x += w + 0.4
+    rows = row + 1
+    fig = Figure(figsize=(10, 0.3 + 0.62 * rows), dpi=DPI)
+    ax = fig.add_axes((0.01, 0.02, 0.98, 0.96 - 0.3 / (0.3 + 0.62 * rows)))
+    palette = ["#cfe2f3", "#d9ead3", "#fff2cc", "#ead1dc"]
+    for n, (bx, by, w, label, token_id) in enumerate(boxes):
+        color = "#f9cb9c" if is_partial(tok, token_id) else palette[n % len(palette)]
+        ax.add_patch(Rectangle((bx, -by - 0.62), w, 0.58, facecolor=color, edgecolor="#666666", lw=0.6))
+        ax.text(bx + w / 2, -by - 0.25, _safe(label), ha="center", va="center", fontsize=10, family="DejaVu Sans Mono")
+        ax.text(bx + w / 2, -by - 0.53, str(token_id), ha="center", va="center", fontsize=7, color="#444444")
+    ax.set_xlim(-0.2, width + 0.2)
+    ax.set_ylim(-rows * 1.0 + 0.3, 0.05)
+    ax.axis("off")
+    n_bytes = len(text.encode("utf-8"))
+    n_partial = sum(is_partial(tok, b[4]) for b in boxes)
+    fig.suptitle(f"{len(text)} characters → {n_bytes} bytes → {len(boxes)} tokens"
+                 + (f" ({n_partial} raw-byte tokens, orange)" if n_partial else ""), fontsize=10, y=0.995)
+    return fig
+
+
+def plot_embedding_row(model, tok, token_id: int) -> Figure:
+    """The embedding lookup: row ``token_id`` of ``model.tok_emb.weight`` drawn as its d_model numbers."""
+    weight = model.tok_emb.weight
+    row = weight[int(token_id)].detach().float().cpu()
+    fig = Figure(figsize=(10, 2.6), dpi=DPI)
+    ax = fig.add_subplot()
+    ax.bar(range(row.numel()), row.numpy(), width=1.0, color=KEPT)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlim(-1, row.numel())
+    ax.set_xlabel("dimension")
+    ax.set_ylabel("value")
+    ax.set_title(f"token {int(token_id)} ({_safe(token_label(tok, token_id))}) → row {int(token_id)} of tok_emb.weight "
+                 f"{list(weight.shape)} → a vector of {row.numel()} numbers", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- the layers ---------------------------------------------------------------------------------------
+
+def plot_residual_stream(outputs, tok, ids) -> Figure:
+    """Heatmap of each token's RMS after each stage, and the average per stage (notebook 02).
+
+    ``outputs``: ``anatomy.forward_by_stage(model, ids)``.
+    """
+    from ..anatomy import token_rms
+    rms = token_rms(outputs).numpy()
+    labels = [_safe(token_label(tok, i)) for i in ids]
+    fig = Figure(figsize=(10, 3.4), dpi=DPI)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    im = ax.imshow(rms, aspect="auto", cmap="viridis", norm=matplotlib.colors.LogNorm())
+    ax.set_yticks(range(len(outputs.names)), outputs.names)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=8)
+    ax.set_title("RMS of each token's vector after each stage", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax2.plot(rms.mean(1), range(len(outputs.names)), "o-", color=KEPT)
+    ax2.set_xscale("log")
+    ax2.set_ylim(len(outputs.names) - 0.5, -0.5)
+    ax2.set_yticks(range(len(outputs.names)), [])
+    ax2.set_xlabel("mean RMS (log)")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# --- logits -> probabilities -> a choice -----------------------------------------------------------------
+
+def slider_top_k(value):
+    """Slider value -> top_k argument: 0 means off (None)."""
+    return None if value is None or int(value) <= 0 else int(value)
+
+
+def slider_top_p(value):
+    """Slider value -> top_p argument: 1.0 means off (None)."""
+    return None if value is None or float(value) >= 1.0 else float(value)
+
+
+def candidate_rows(logits: torch.Tensor, tok, temperature: float = 1.0, top_k=None, top_p=None, n: int = 10,
+                   digits: int = 3) -> list[tuple[int, str, float]]:
+    """The ``n`` highest-scoring next tokens and their probability under these controls (0 = filtered out):
+    (id, token, probability rounded to ``digits``)."""
+    logits = logits.float()
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    order = logits.topk(min(n, logits.numel())).indices
+    return [(int(i), token_label(tok, int(i)), round(float(probs[i]), digits)) for i in order]
+
+
+def plot_logits_to_probs(logits: torch.Tensor, tok, n: int = 10) -> Figure:
+    """Side by side: the ``n`` largest logits (any real number) and their softmax probabilities (sum to 1)."""
+    logits = logits.float().cpu()
+    probs = torch.softmax(logits, -1)
+    top = logits.topk(n)
+    labels = [_safe(token_label(tok, int(i))) for i in top.indices]
+    fig = Figure(figsize=(10, 3.0), dpi=DPI)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.barh(range(n), top.values.numpy(), color=RAW)
+    ax1.set_title(f"logits: {logits.numel()} raw scores (top {n} shown)", fontsize=10)
+    ax2.barh(range(n), probs[top.indices].numpy(), color=KEPT)
+    ax2.set_title(f"softmax: probabilities (these {n} hold {probs[top.indices].sum():.1%})", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_yticks(range(n), labels, family="DejaVu Sans Mono")
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def sampling_view(logits: torch.Tensor, tok, temperature: float = 1.0, top_k=0, top_p=1.0, n: int = 12) -> Figure:
+    """Widget callback for the sampling sliders: the next-token distribution under temperature, top-k, top-p.
+
+    Grey bars: plain softmax (temperature 1, nothing filtered). Blue bars: the distribution the token
+    is actually drawn from (``inferlab.sampling.next_token_probs``). ``top_k=0`` / ``top_p=1.0`` mean off.
+    """
+    top_k, top_p = slider_top_k(top_k), slider_top_p(top_p)
+    logits = logits.float().cpu()
+    plain = torch.softmax(logits, -1)
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    order = logits.topk(n).indices
+    labels = [_safe(token_label(tok, int(i))) for i in order]
+    kept = int((probs > 0).sum())
+    fig = Figure(figsize=(10, 3.4), dpi=DPI)
+    ax = fig.add_subplot()
+    xs = torch.arange(n).float()
+    ax.bar(xs - 0.2, plain[order].numpy(), width=0.4, color=RAW, label="softmax (T=1, unfiltered)")
+    ax.bar(xs + 0.2, probs[order].numpy(), width=0.4, color=KEPT, label="drawn from (after the controls)")
+    for x, p in zip(xs.tolist(), probs[order].tolist()):
+        if p > 0:
+            ax.text(x + 0.2, p, f"{p:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(n), labels, rotation=30, family="DejaVu Sans Mono")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("probability")
+    mode = "greedy (temperature 0)" if temperature == 0 else f"temperature {temperature:g}"
+    ax.set_title(f"{mode}, top_k={top_k}, top_p={top_p}: {kept} of {logits.numel()} tokens can be drawn",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# --- the token-by-token loop ---------------------------------------------------------------------------
+
+def plot_trace(trace, tok=None, max_steps: int = 16) -> Figure:
+    """The loop as a grid: one column per step, its top candidates top-down (colour = probability),
+    the picked token outlined in red. ``trace``: ``il.generate(..., trace=True).trace``."""
+    steps = trace[:max_steps]
+    k = max(len(s.candidates) for s in steps)
+    fig = Figure(figsize=(min(1.0 + 0.78 * len(steps), 13), 0.7 + 0.42 * k), dpi=DPI)
+    ax = fig.add_subplot()
+    norm, cmap = Normalize(0, 1), matplotlib.colormaps["Blues"]
+    for col, s in enumerate(steps):
+        for row, c in enumerate(s.candidates):
+            face = cmap(norm(c.prob) * 0.85)
+            chosen = c.token_id == s.token_id
+            ax.add_patch(Rectangle((col, row), 0.96, 0.92, facecolor=face,
+                                   edgecolor=ACCENT if chosen else "white", lw=2 if chosen else 0.5))
+            label = token_label(tok, c.token_id) if tok is not None else repr(c.text)
+            ax.text(col + 0.48, row + 0.36, _safe(label[:8]), ha="center", va="center", fontsize=7,
+                    family="DejaVu Sans Mono", color="white" if c.prob > 0.55 else "black")
+            ax.text(col + 0.48, row + 0.74, f"{c.prob:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if c.prob > 0.55 else "#333333")
+    ax.set_xlim(0, len(steps))
+    ax.set_ylim(k, 0)
+    ax.set_xticks([c + 0.48 for c in range(len(steps))], [str(s.step) for s in steps], fontsize=7)
+    ax.set_yticks([r + 0.46 for r in range(k)], [f"#{r + 1}" for r in range(k)], fontsize=7)
+    ax.set_xlabel("step (one forward pass each); red outline = the token picked and appended")
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def trace_step_view(result, step: int = 0, tok=None) -> Figure:
+    """Widget callback for the step slider: the text so far at ``step`` and the candidates the model weighed.
+
+    ``result``: ``il.generate(..., trace=True)``; with ``tok`` the prompt is shown too.
+    """
+    trace = result.trace
+    if not trace:
+        raise ValueError("result has no trace: call il.generate(..., trace=True)")
+    step = max(0, min(int(step), len(trace) - 1))
+    s = trace[step]
+    if tok is not None:
+        before = tok.decode(list(result.prompt_tokens) + list(result.tokens[:step]))
+    else:
+        before = "".join(t.text for t in trace[:step])
+    fig = Figure(figsize=(10, 2.9), dpi=DPI)
+    ax = fig.add_subplot()
+    names = [_safe(token_label(tok, c.token_id) if tok is not None else "".join(_label_char(ch) for ch in c.text))
+             for c in s.candidates]
+    colors = [ACCENT if c.token_id == s.token_id else KEPT for c in s.candidates]
+    ax.barh(range(len(names)), [c.prob for c in s.candidates], color=colors)
+    ax.set_yticks(range(len(names)), names, family="DejaVu Sans Mono")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    picked_shown = any(c.token_id == s.token_id for c in s.candidates)
+    ax.set_xlabel("probability (red: the token picked)" if picked_shown else
+                  f"probability (the token picked, {_drawable(s.text)}, is not among these {len(names)})")
+    ax.set_title(f"step {step}, position {s.position}: …{_drawable(before[-60:])}[{_drawable(s.text)}]", fontsize=9,
+                 family="DejaVu Sans Mono", loc="left")
+    fig.tight_layout()
+    return fig
+
+
+# --- where the time of one step goes ----------------------------------------------------------------------
+
+def plot_stage_times(timing) -> Figure:
+    """Measured median time per stage of one step (µs), next to the whole step timed in one go, and
+    each group's share. ``timing``: ``anatomy.time_step(...)``."""
+    names = list(timing.stages) + ["sum of stages", "whole step"]
+    values = [v * 1e6 for v in timing.stages.values()] + [timing.sum_of_stages_s * 1e6, timing.whole_step_s * 1e6]
+    colors = [KEPT if n.startswith("layer") else "#7f7f7f" for n in timing.stages] + ["#2ca02c", ACCENT]
+    fig = Figure(figsize=(10, 3.6), dpi=DPI)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1.3]})
+    ax.barh(range(len(names)), values, color=colors)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:,.0f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("median time (µs)")
+    ax.set_xlim(0, max(values) * 1.18)
+    ax.set_title(f"one step on a {timing.prompt_tokens}-token prompt", fontsize=10)
+    groups = timing.grouped()
+    total = sum(groups.values())
+    shares = [v / total for v in groups.values()]
+    ax2.barh(range(len(groups)), shares, color=[KEPT if n == "layers" else "#7f7f7f" for n in groups])
+    for y, share in enumerate(shares):
+        ax2.text(share, y, f" {share:.1%}", va="center", fontsize=8)
+    ax2.set_yticks(range(len(groups)), list(groups))
+    ax2.invert_yaxis()
+    ax2.set_xlim(0, 1.25)
+    ax2.set_xlabel("share of the sum of stages")
+    fig.tight_layout()
+    return fig
+
+
+def entropy_bits(probs: torch.Tensor) -> float:
+    """Entropy of a distribution in bits (how spread out the next-token choice is)."""
+    p = probs.float()
+    p = p[p > 0]
+    return max(0.0, float(-(p * p.log2()).sum()))  # max: a sure choice gives 0.0, not -0.0
+
+
+__all__ = ["token_label", "is_partial", "format_tokens", "token_view", "plot_embedding_row", "plot_residual_stream",
+           "slider_top_k", "slider_top_p", "candidate_rows", "plot_logits_to_probs", "sampling_view", "plot_trace",
+           "trace_step_view", "plot_stage_times", "entropy_bits"]
