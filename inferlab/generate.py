@@ -114,7 +114,7 @@ def _token_loop(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use
     seq = torch.tensor([ids], dtype=torch.long, device=device)
     step_input = seq
     for _ in range(max_new_tokens):
-        logits = model(step_input, cache=cache)[:, -1] if use_cache else model(seq)[:, -1]
+        logits = (model(step_input, cache=cache, last_only=True) if use_cache else model(seq, last_only=True))[:, -1]
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
         token = int(next_id.item())  # .item() also waits for the device, so timings are honest
         yield token, logits[0]
@@ -228,7 +228,7 @@ def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: f
         with torch.inference_mode():
             step_input, step_mask = idx, pad_mask
             for step in range(max_new_tokens):
-                logits = model(step_input, cache=cache, pad_mask=step_mask)[:, -1]
+                logits = model(step_input, cache=cache, pad_mask=step_mask, last_only=True)[:, -1]
                 step_input = sample_next(logits, temperature, top_k, top_p, generator).view(B, 1)
                 out.append(step_input[:, 0].tolist())
                 if step == 0:

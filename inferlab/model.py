@@ -175,7 +175,7 @@ class GPT(nn.Module):
         return sum(p.numel() * p.element_size() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
-                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+                pad_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for token ids ``idx [B, T]``.
 
         positions: ``[B, T]`` position of every token in its sequence (default: counted from the
@@ -184,6 +184,8 @@ class GPT(nn.Module):
             and ``advance(T)`` (see ``kvcache.KVCache`` and the engine's paged cache). None: no cache,
             plain causal attention over ``idx``.
         pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to.
+        last_only: return logits ``[B, 1, vocab]`` for the last position only; generation needs no
+            more, and the head over every prompt position is wasted work.
         """
         idx = self._check_idx(idx)
         B, T = idx.shape
@@ -207,7 +209,7 @@ class GPT(nn.Module):
             x = block(x, rope, mask, cache, layer)
         if cache is not None:
             cache.advance(T)
-        return self.head(x)
+        return self.head(x[:, -1:] if last_only else x)
 
     def embed(self, idx: torch.Tensor, positions: torch.Tensor):
         """Token embeddings (+ learned positions for gpt2), and the rotary tables for these positions (llama)."""

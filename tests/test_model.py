@@ -112,3 +112,11 @@ def test_kv_cache_overflow_is_a_clear_error_and_loses_nothing():
         assert cache.length == 4
         model(torch.zeros(1, 1, dtype=torch.long), cache=cache)  # the last slot is still usable
     assert cache.length == 5 and cache.tokens() == [5]
+
+
+def test_last_only_gives_the_last_rows_of_the_full_logits():
+    config = il.ModelConfig(vocab_size=300, d_model=32, n_layer=2, n_head=4, arch="llama", max_seq_len=32)
+    model = random_model(config)
+    x = torch.randint(0, 300, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, last_only=True), model(x)[:, -1:])
