@@ -10,7 +10,6 @@ after warm-up.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,6 +17,7 @@ import torch
 
 from .model import GPT, causal_mask
 from .sampling import sample_next
+from .timing import measure
 
 
 # --- the forward pass, one stage at a time ---------------------------------------------------------
@@ -48,14 +48,8 @@ def embed(model: GPT, idx: torch.Tensor) -> Embedded:
     if T > model.config.max_seq_len:
         raise ValueError(f"{T} tokens exceed the model's context max_seq_len={model.config.max_seq_len}")
     positions = torch.arange(T, device=idx.device).expand(B, T)
-    mask = causal_mask(T, None, idx.device)
-    x = model.tok_emb(idx)
-    rope = None
-    if model.pos_emb is not None:
-        x = x + model.pos_emb(positions)
-    else:
-        rope = (model.rope_cos[positions][:, None], model.rope_sin[positions][:, None])
-    return Embedded(x, rope, mask)
+    x, rope = model.embed(idx, positions)
+    return Embedded(x, rope, causal_mask(T, None, idx.device))
 
 
 def run_layer(model: GPT, layer: int, emb: Embedded, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +59,7 @@ def run_layer(model: GPT, layer: int, emb: Embedded, x: torch.Tensor) -> torch.T
 
 def head(model: GPT, x: torch.Tensor) -> torch.Tensor:
     """Stage 'head': final norm, then the LM head: one logit per vocabulary entry at every position."""
-    return model.lm_head(model.norm(x))
+    return model.head(x)
 
 
 @dataclass
@@ -131,34 +125,15 @@ def logit_lens(model: GPT, outputs: StageOutputs, position: int = -1, batch: int
 
 # --- timing ----------------------------------------------------------------------------------------
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_call(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, device="cpu") -> list[float]:
-    """Wall time in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls (notebook 02).
-
-    On a GPU the device is synchronised before and after each call, so the time covers the work
-    and not only its launch.
-    """
-    if not isinstance(repeats, int) or repeats < 1 or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"repeats must be an int >= 1 and warmup an int >= 0, got {repeats!r}, {warmup!r}")
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+    """Wall times in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (notebook 02);
+    see ``timing.measure``, which also synchronises a GPU so the time covers the work, not its launch."""
+    return measure(fn, warmup, repeats, device).samples_s
 
 
 def median_time(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, device="cpu") -> float:
-    """Median wall time in seconds of ``fn`` (see ``time_call``); the median ignores the odd slow outlier."""
-    return statistics.median(time_call(fn, warmup, repeats, device))
+    """Median wall time in seconds of ``fn``; the median ignores the odd slow outlier."""
+    return measure(fn, warmup, repeats, device).median_s
 
 
 @dataclass
