@@ -1,0 +1,117 @@
+"""The engine against one request at a time and against static batching, same model (notebook 06).
+
+    python benchmarks/engine.py            # 64 requests: prompts of 16-256 tokens, outputs of 16-128
+    python benchmarks/engine.py --quick    # 24 requests, well under a minute
+
+Workload: a fixed seeded mix of prompts cut from the bundled corpus, greedy, all arriving at once.
+Three ways to serve it with the bundled main model:
+
+* one at a time: ``il.generate`` per request, in order;
+* static batching: batches of ``--max-num-seqs`` through ``il.generate_batch``; a batch starts when the
+  previous one is done and decodes until its longest member is done;
+* the engine: ``il.Engine`` with the same ``max_num_seqs``, continuous batching over the paged cache.
+
+All three must produce the same tokens (checked). Then the prefix cache: every prompt opens with the
+same text (80% of its tokens), a burst of requests all admitted at once (``max_num_seqs`` = requests),
+engine with and without prefix caching, mean time to first token.
+
+Throughput = generated tokens / wall time of the whole run. TTFT counts queueing from the moment all
+requests arrive. The results are printed last as ``name: value`` lines. Aims (not asserted): engine
+>= 4x one at a time, >= 1.5x static batching; prefix caching cuts mean TTFT >= 3x.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
+import inferlab as il  # noqa: E402
+from inferlab.engine.baselines import mixed_workload, one_at_a_time, static_batching  # noqa: E402
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="24 requests instead of 64")
+    ap.add_argument("--requests", type=int, default=None)
+    ap.add_argument("--max-num-seqs", type=int, default=32, help="engine seats = static batch size (default 32)")
+    ap.add_argument("--max-num-batched-tokens", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = args.requests or (24 if args.quick else 64)
+    device = torch.device(args.device)
+    model, tok = il.load_pretrained(device=device)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else cpu_model()
+    print(f"machine: {where}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads; device {device}")
+    prompts, params = mixed_workload(tok, n, prompt_len=(16, 256), output_len=(16, 128), seed=0)
+    print(f"workload: {n} requests, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens "
+          f"(mean {sum(map(len, prompts)) / n:.0f}), outputs {min(p.max_tokens for p in params)}-"
+          f"{max(p.max_tokens for p in params)} (mean {sum(p.max_tokens for p in params) / n:.0f}), greedy; "
+          f"max_num_seqs = static batch size = {args.max_num_seqs}", flush=True)
+
+    def make_engine(prefix=True, seats=args.max_num_seqs):
+        return il.Engine(model, tok, max_num_seqs=seats,
+                         max_num_batched_tokens=args.max_num_batched_tokens, enable_prefix_caching=prefix)
+
+    make_engine().generate(prompts[:4], params[:4])       # warm-up (first calls allocate memory)
+    il.generate(model, tok, prompts[0], max_new_tokens=4)
+
+    engine = make_engine()
+    eng_out = engine.generate(prompts, params)
+    eng = engine.last_stats
+    print(f"engine          {eng}", flush=True)
+    st_out, st = static_batching(model, tok, prompts, params, batch_size=args.max_num_seqs)
+    print(f"static batching {st.generated_tokens} tokens in {st.wall_s:.2f} s = {st.throughput:.0f} tokens/s; "
+          f"mean TTFT {st.mean_ttft_s * 1e3:.0f} ms, end-to-end {st.mean_e2e_s * 1e3:.0f} ms", flush=True)
+    one_out, one = one_at_a_time(model, tok, prompts, params)
+    print(f"one at a time   {one.generated_tokens} tokens in {one.wall_s:.2f} s = {one.throughput:.0f} tokens/s; "
+          f"mean TTFT {one.mean_ttft_s * 1e3:.0f} ms, end-to-end {one.mean_e2e_s * 1e3:.0f} ms", flush=True)
+    same = all(a.tokens == b.tokens == c.tokens for a, b, c in zip(eng_out, st_out, one_out))
+    print(f"same greedy tokens on all three paths: {same}")
+
+    # prefix caching: 80% of every prompt is one shared opening (a system prompt); a burst of requests, every
+    # one admitted at once, so time to first token is the time to work through the queue of prefills
+    sp_prompts, sp_params = mixed_workload(tok, n, prompt_len=(16, 256), output_len=(16, 128), seed=1,
+                                           shared_prefix_frac=0.8)
+    runs = {}
+    for prefix in (False, True):
+        e = make_engine(prefix, seats=n)
+        out = e.generate(sp_prompts, sp_params)
+        runs[prefix] = (e.last_stats, [o.tokens for o in out])
+        print(f"prefix caching {'on ' if prefix else 'off'} {e.last_stats}", flush=True)
+    print(f"same greedy tokens with and without prefix caching: {runs[True][1] == runs[False][1]}")
+
+    print(f"engine_tokens_per_s: {eng.throughput:.1f}")
+    print(f"static_batching_tokens_per_s: {st.throughput:.1f}")
+    print(f"one_at_a_time_tokens_per_s: {one.throughput:.1f}")
+    print(f"throughput_engine_vs_one_at_a_time: {eng.throughput / one.throughput:.2f}")
+    print(f"throughput_engine_vs_static_batching: {eng.throughput / st.throughput:.2f}")
+    print(f"mean_ttft_engine_s: {eng.mean_ttft_s:.3f}")
+    print(f"mean_ttft_static_batching_s: {st.mean_ttft_s:.3f}")
+    print(f"mean_ttft_one_at_a_time_s: {one.mean_ttft_s:.3f}")
+    print(f"mean_ttft_no_prefix_cache_s: {runs[False][0].mean_ttft_s:.3f}")
+    print(f"mean_ttft_prefix_cache_s: {runs[True][0].mean_ttft_s:.3f}")
+    print(f"prefix_cache_hit_rate: {runs[True][0].prefix_hit_rate:.3f}")
+    print(f"ttft_speedup_prefix_caching: {runs[False][0].mean_ttft_s / runs[True][0].mean_ttft_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Plots and the widget callback of notebook 06 (the inference engine).
+
+Every function returns a matplotlib ``Figure`` built without pyplot:
+
+* ``plot_timeline(runs)``: each request's wait, prefill and decode, for several ways of serving;
+* ``plot_step_trace(trace)``: tokens per engine step, prefill and decode, against the budget;
+* ``plot_block_table(snapshot)``: the KV pool's physical blocks by owner, shared prefix blocks with their
+  reference counts, and each request's block table;
+* ``fragmentation_sim(...)`` + ``plot_fragmentation(result)``: how much reserved KV memory holds real tokens
+  when each request reserves its maximum length, against paging;
+* ``engine_view(arrival_rate, kv_tokens, block_size)``: the widget callback; serves a seeded workload with the
+  bundled draft model and shows throughput, latency and preemptions.
+"""
+from __future__ import annotations
+
+import math
+import random
+from functools import lru_cache
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+DPI = 90
+WAIT, PREFILL, DECODE, HELD = "#d9d9d9", "#e1812c", "#3b75af", "#c6dbef"
+OWNER_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
+                "#ccb974", "#64b5cd"]
+SHARED, CACHED, FREE = "#6a3d9a", "#e5d8f0", "#f2f2f2"
+
+
+# --- timelines -------------------------------------------------------------------------------------------
+
+def plot_timeline(runs: dict, max_requests: int | None = None) -> Figure:
+    """One panel per run (``{"label": (outputs, stats)}``), one row per request: waiting (grey), from first
+    scheduled to first token (orange: prefill), decoding (blue), and answer done but held until its batch
+    ends (pale blue: static batching)."""
+    fig = Figure(figsize=(10, 1.0 + 2.4 * len(runs)), dpi=DPI)
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (label, (outputs, stats)) in zip(axes, runs.items()):
+        shown = outputs[:max_requests] if max_requests else outputs
+        for row, o in enumerate(shown):
+            m = o.metrics
+            if m.first_token is None:   # rejected
+                continue
+            last = m.token_times[-1]
+            for a, b, color in ((m.arrival, m.first_scheduled, WAIT), (m.first_scheduled, m.first_token, PREFILL),
+                                (m.first_token, last, DECODE), (last, m.finished, HELD)):
+                if b > a:
+                    ax.barh(row, b - a, left=a, height=0.8, color=color, lw=0)
+        ax.set_ylim(len(shown) - 0.4, -0.6)
+        ax.set_ylabel("request")
+        tput = f"{stats.throughput:.0f} tokens/s" if stats is not None else ""
+        ttft = f"mean TTFT {stats.mean_ttft_s * 1e3:.0f} ms" if stats is not None else ""
+        ax.set_title(f"{label}: {tput}, {ttft}", fontsize=10, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1].set_xlabel("time (s)")
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE, HELD)]
+    axes[0].legend(handles, ["waiting", "prefill (to first token)", "decoding", "done, held for the batch"],
+                   fontsize=8, ncol=4, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_trace(trace, max_steps: int = 80) -> Figure:
+    """Tokens computed in each engine step, prefill and decode stacked, against the token budget; the dots
+    count the requests in the step."""
+    trace = trace[:max_steps]
+    steps = np.arange(len(trace))
+    pre = np.array([sum(n for _, k, n in r.entries if k == "prefill") for r in trace])
+    dec = np.array([sum(n for _, k, n in r.entries if k == "decode") for r in trace])
+    fig = Figure(figsize=(10, 3.0), dpi=DPI)
+    ax = fig.add_subplot()
+    ax.bar(steps, pre, color=PREFILL, label="prefill tokens")
+    ax.bar(steps, dec, bottom=pre, color=DECODE, label="decode tokens")
+    if trace:
+        ax.axhline(trace[0].budget, color="k", ls="--", lw=1, label=f"budget (max_num_batched_tokens={trace[0].budget})")
+    for r in trace:
+        if r.preempted:
+            ax.annotate("preempt", (r.step, r.tokens), xytext=(0, 4), textcoords="offset points", ha="center",
+                        fontsize=7, color="#c44e52")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [len(r.entries) for r in trace], "k.", ms=4, label="requests in the step")
+    ax2.set_ylabel("requests in the step")
+    ax2.set_ylim(bottom=0)
+    ax.set_xlabel("engine step")
+    ax.set_ylabel("tokens computed")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# --- the paged KV cache ----------------------------------------------------------------------------------
+
+def plot_block_table(snapshot: dict, columns: int = 16) -> Figure:
+    """Left: the pool's physical blocks, coloured by the request using them; blocks shared by several
+    (a common prefix) in purple with their reference count; free blocks that still hold a cached prefix in
+    pale purple; the bar at the bottom of each block shows how full it is. Right: each block table."""
+    blocks, bs = snapshot["blocks"], snapshot["block_size"]
+    owners = list(snapshot["tables"])
+    color_of = {rid: OWNER_COLORS[i % len(OWNER_COLORS)] for i, rid in enumerate(owners)}
+    rows = math.ceil(len(blocks) / columns)
+    longest = max((len(t) for t in snapshot["tables"].values()), default=1)
+    fig = Figure(figsize=(10, 0.9 + 0.42 * max(rows, len(owners))), dpi=DPI)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [columns, max(longest, 4) + 3]})
+    for blk in blocks:
+        r, c = divmod(blk["block"], columns)
+        if len(blk["owners"]) > 1:
+            color = SHARED
+        elif blk["owners"]:
+            color = color_of[blk["owners"][0]]
+        else:
+            color = CACHED if blk["cached"] else FREE
+        ax.add_patch(Rectangle((c, r), 0.92, 0.86, color=color))
+        ax.add_patch(Rectangle((c, r + 0.74), 0.92 * blk["tokens"] / bs, 0.12, color="black", alpha=0.35, lw=0))
+        ax.text(c + 0.46, r + 0.36, str(blk["block"]), ha="center", va="center", fontsize=7,
+                color="white" if blk["owners"] else "#555555")
+        if blk["ref_count"] > 1:
+            ax.text(c + 0.85, r + 0.12, f"×{blk['ref_count']}", ha="right", va="top", fontsize=6, color="white")
+    ax.set_xlim(0, columns)
+    ax.set_ylim(rows, 0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"KV pool: {len(blocks)} physical blocks of {bs} tokens", fontsize=10, loc="left")
+    for i, rid in enumerate(owners):
+        ax2.text(-0.2, i + 0.43, f"req {rid}", ha="right", va="center", fontsize=8)
+        for j, b in enumerate(snapshot["tables"][rid]):
+            shared = len(blocks[b]["owners"]) > 1
+            ax2.add_patch(Rectangle((j, i), 0.92, 0.86, color=SHARED if shared else color_of[rid]))
+            ax2.text(j + 0.46, i + 0.43, str(b), ha="center", va="center", fontsize=7, color="white")
+    ax2.set_xlim(-3, max(longest, 4))
+    ax2.set_ylim(max(len(owners), 1), 0)
+    ax2.axis("off")
+    ax2.set_title("block tables (logical block -> physical)", fontsize=10, loc="left")
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in (SHARED, CACHED, FREE)]
+    ax.legend(handles, ["shared prefix (×ref count)", "free, prefix still cached", "free"], fontsize=7,
+              loc="upper left", bbox_to_anchor=(0, 0), ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+def fragmentation_sim(num_steps: int = 2000, concurrency: int = 32, max_seq_len: int = 2048, block_size: int = 16,
+                      prompt_len=(16, 512), max_tokens: int = 512, seed: int = 0) -> dict:
+    """Simulate ``concurrency`` requests decoding side by side; a finished one is replaced by a new one.
+
+    Each request has a prompt length and asks for up to ``max_tokens``, but stops earlier (a uniform draw),
+    as answers do. Every step, the fraction of reserved KV slots that hold a real token, for three ways of
+    reserving: the model's whole context (``max_seq_len``) per request, the request's own maximum (prompt +
+    ``max_tokens``), and paging (whole blocks, taken as the sequence grows). Returns ``{name: array}`` and the
+    means under ``"mean"``."""
+    rng = random.Random(seed)
+
+    def new():
+        p = rng.randint(*prompt_len)
+        return [p, p + rng.randint(1, max_tokens), p + max_tokens]   # current length, final length, requested max
+
+    live = [new() for _ in range(concurrency)]
+    for r in live:  # start at a random point of their lives, not all at once
+        r[0] = rng.randint(r[0], r[1])
+    out = {"reserve the context": [], "reserve prompt + max_tokens": [], "paging": []}
+    for _ in range(num_steps):
+        used = sum(r[0] for r in live)
+        out["reserve the context"].append(used / (concurrency * max_seq_len))
+        out["reserve prompt + max_tokens"].append(used / sum(r[2] for r in live))
+        out["paging"].append(used / sum(math.ceil(r[0] / block_size) * block_size for r in live))
+        for i, r in enumerate(live):
+            r[0] += 1
+            if r[0] > r[1]:
+                live[i] = new()
+    result = {k: np.array(v) for k, v in out.items()}
+    result["mean"] = {k: float(v.mean()) for k, v in result.items()}
+    return result
+
+
+def plot_fragmentation(result: dict) -> Figure:
+    fig = Figure(figsize=(10, 3.4), dpi=DPI)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    colors = ["#c44e52", "#dd8452", "#55a868"]
+    names = [k for k in result if k != "mean"]
+    for name, color in zip(names, colors):
+        ax.plot(result[name] * 100, color=color, lw=1, label=name)
+    ax.set_xlabel("simulated decode step")
+    ax.set_ylabel("reserved KV slots holding a token (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    means = [result["mean"][n] * 100 for n in names]
+    ax2.barh(range(len(names)), means, color=colors)
+    for i, v in enumerate(means):
+        ax2.text(v + 1, i, f"{v:.0f}%", va="center", fontsize=9)
+    ax2.axvspan(20, 40, color="#c44e52", alpha=0.12, label="vLLM paper: earlier systems 20-40%")
+    ax2.axvline(96, color="#55a868", ls="--", lw=1, label="vLLM paper: paging > 96%")
+    ax2.set_yticks(range(len(names)), names, fontsize=8)
+    ax2.set_xlim(0, 110)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("mean (%)")
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.25), ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+# --- the widget ------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _draft():
+    from ..pretrained import load_pretrained
+    return load_pretrained("draft")
+
+
+def serve_workload(arrival_rate: float, kv_tokens: int, block_size: int, num_requests: int = 24, seed: int = 0,
+                   model=None, tok=None, max_num_seqs: int = 16, max_num_batched_tokens: int = 256):
+    """Serve a seeded workload (prompts of 16-128 tokens, answers of 8-48) arriving at ``arrival_rate``
+    requests per second (Poisson), with a KV pool of ``kv_tokens // block_size`` blocks. Returns the engine's
+    outputs, its ``RunStats`` and the engine."""
+    from ..engine import Engine
+    from ..engine.baselines import mixed_workload
+    for name, value in (("arrival_rate", arrival_rate), ("kv_tokens", kv_tokens), ("block_size", block_size)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if model is None:
+        model, tok = _draft()
+    prompts, params = mixed_workload(tok, num_requests, prompt_len=(16, 128), output_len=(8, 48), seed=seed)
+    rng = random.Random(seed)
+    t, arrivals = 0.0, []
+    for _ in prompts:
+        arrivals.append(t)
+        t += rng.expovariate(arrival_rate)
+    engine = Engine(model, tok, block_size=int(block_size), num_blocks=max(1, int(kv_tokens) // int(block_size)),
+                    max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    outputs = engine.generate(prompts, params, arrival_times=arrivals)
+    return outputs, engine.last_stats, engine
+
+
+def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 2048, block_size: int = 16, model=None, tok=None) -> Figure:
+    """Widget callback: serve the workload and show each request's timeline and the run's numbers."""
+    outputs, stats, engine = serve_workload(arrival_rate, kv_tokens, block_size, model=model, tok=tok)
+    fig = Figure(figsize=(10, 4.0), dpi=DPI)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    for row, o in enumerate(outputs):
+        m = o.metrics
+        if m.first_token is None:
+            ax.text(m.arrival, row, " rejected", va="center", fontsize=7, color="#c44e52")
+            continue
+        for a, b, color in ((m.arrival, m.first_scheduled, WAIT), (m.first_scheduled, m.first_token, PREFILL),
+                            (m.first_token, m.finished, DECODE)):
+            ax.barh(row, max(b - a, 1e-4), left=a, height=0.8, color=color, lw=0)
+        if m.num_preemptions:
+            ax.text(m.finished, row, f" preempted ×{m.num_preemptions}", va="center", fontsize=7, color="#c44e52")
+    ax.set_ylim(len(outputs) - 0.4, -0.6)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("request")
+    ax.set_title(f"{engine.num_blocks} blocks x {engine.block_size} tokens; {arrival_rate:g} requests/s",
+                 fontsize=10, loc="left")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend([Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE)], ["waiting", "prefill", "decoding"],
+              fontsize=8, loc="upper right")
+    lines = [f"throughput\n{stats.throughput:.0f} tokens/s", f"mean TTFT\n{stats.mean_ttft_s * 1e3:.0f} ms",
+             f"mean end-to-end\n{stats.mean_e2e_s * 1e3:.0f} ms", f"preemptions\n{stats.num_preemptions}",
+             f"rejected\n{stats.num_rejected}", f"KV blocks in use\n{stats.block_utilisation:.0%}"]
+    ax2.axis("off")
+    for i, line in enumerate(lines):
+        ax2.text(0.05, 1 - i / len(lines), line, va="top", fontsize=10)
+    fig.tight_layout()
+    fig.stats = stats   # for tests and curious readers
+    return fig
