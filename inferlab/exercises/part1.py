@@ -1,0 +1,167 @@
+"""Exercises of notebook 01 (training vs inference): ``ex.check("1.1", answer)`` ... ``"1.4"``.
+
+Each verify function recomputes the right answer from the package itself (the model config,
+``cost_per_million_tokens``), so the check tests the idea, not a number copied from the notebook.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+from . import exercise
+
+
+def _number(answer) -> float:
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        raise TypeError(f"expected a number, got {type(answer).__name__}")
+    if not math.isfinite(answer):
+        raise ValueError(f"expected a finite number, got {answer}")
+    return float(answer)
+
+
+def _close(a: float, b: float, rel: float = 0.01) -> bool:
+    return abs(a - b) <= rel * abs(b)
+
+
+def adamw_state_bytes(config_name: str = "inferlab-main") -> int:
+    """Bytes of AdamW state (two float32 values per weight: m and v) for the named model's weights."""
+    from ..config import get_config
+    from ..model import GPT
+
+    return 2 * GPT(get_config(config_name)).weight_bytes()
+
+
+@exercise(
+    "1.1",
+    question=("How many bytes of optimizer state does AdamW keep while training the bundled main model "
+              "(il.MODEL_CONFIGS['inferlab-main'], float32 weights)? Give an int."),
+    solution='''
+AdamW keeps two running averages per weight (the first moment m and the second moment v), each the
+same shape and dtype as the weight. So its state is 2 x the weight bytes:
+
+    model = il.GPT(il.MODEL_CONFIGS["inferlab-main"])   # random weights have exactly the same size
+    answer = 2 * sum(p.numel() * p.element_size() for p in model.parameters())   # = 2 * model.weight_bytes()
+
+model.parameters() lists the tied embedding / output matrix once, just as the optimizer sees it.
+''')
+def _verify_adamw_state(answer):
+    value = _number(answer)
+    expected = adamw_state_bytes()
+    weight_bytes = expected // 2
+    if _close(value, expected):
+        return True, f"{expected:,} bytes = 2 x the {weight_bytes:,} bytes of weights (m and v for every weight)."
+    if _close(value, weight_bytes):
+        return False, "That is the size of the weights once. AdamW keeps two numbers per weight."
+    if _close(value, expected / 4) or _close(value, expected / 8):
+        return False, "That looks like a count of values, not bytes: a float32 takes 4 bytes."
+    if _close(value, 1.5 * expected) or _close(value, 2 * expected):
+        return False, "Count the optimizer state only, not the weights or gradients next to it."
+    return False, "Hint: count the weight bytes (model.weight_bytes()) and think how many copies AdamW keeps."
+
+
+def _fake_result(tpot_s: float, n_tokens: int, ttft_s: float):
+    from ..generate import GenerationResult
+
+    total = ttft_s + tpot_s * (n_tokens - 1)
+    return GenerationResult(text="x" * n_tokens, tokens=list(range(n_tokens)), prompt_tokens=[1, 2, 3],
+                            ttft_s=ttft_s, tpot_s=tpot_s, total_s=total, finish_reason="length",
+                            step_times_s=[ttft_s] + [tpot_s] * (n_tokens - 1))
+
+
+@exercise(
+    "1.2",
+    question=("Write a function of a GenerationResult that returns its decode speed in tokens per second "
+              "(from res.tpot_s), e.g. answer = lambda res: ..."),
+    solution='''
+The time per output token (tpot) is the seconds one decode step takes, so one second holds
+1 / tpot of them:
+
+    answer = lambda res: 1.0 / res.tpot_s
+
+len(res.tokens) / res.total_s is a different number: it also counts the time to the first token
+(the prompt's prefill), so it is lower for short answers.
+''')
+def _verify_tokens_per_s(answer):
+    if not callable(answer):
+        return False, "Give a function, e.g. answer = lambda res: ... (it receives a GenerationResult)."
+    cases = [_fake_result(0.02, 10, 0.5), _fake_result(0.005, 40, 0.05), _fake_result(0.25, 3, 1.0)]
+    for res in cases:
+        expected = 1.0 / res.tpot_s
+        got = _number(answer(res))
+        if not _close(got, expected):
+            if _close(got, len(res.tokens) / res.total_s):
+                return False, ("That is the whole request's rate, including the wait for the first token. "
+                               "Use the time per output token.")
+            if _close(got, res.tpot_s):
+                return False, "That is seconds per token; tokens per second is its inverse."
+            if _close(got, res.tpot_s * 1e3):
+                return False, "That is milliseconds per token; tokens per second is the inverse of seconds per token."
+            return False, f"For tpot_s = {res.tpot_s} s your function gave {got:g}, expected {expected:g} tokens/s."
+    return True, "1 / tpot_s: the decode speed one user sees once the first token has arrived."
+
+
+COST_CASE = {"tokens_per_s": 2500.0, "watts": 700.0, "price_per_kwh": 0.15, "hardware_per_hour": 2.5}
+
+
+@exercise(
+    "1.3",
+    question=("A GPU server draws 700 W, electricity costs 0.15 per kWh, the server rents for 2.50 per hour, "
+              "and with many users batched together it generates 2,500 tokens/s. "
+              "What does one million generated tokens cost? Give a number."),
+    solution='''
+A million tokens at 2,500 tokens/s take 1e6 / 2500 = 400 s = 0.111 hours.
+Per hour the server costs 0.7 kW x 0.15 = 0.105 (electricity) + 2.50 (rent) = 2.605.
+
+    hours = 1e6 / 2500 / 3600
+    answer = hours * (700 / 1000 * 0.15 + 2.5)      # about 0.289
+    # the same with the package: inferlab.accounting.cost_per_million_tokens(2500, 700, 0.15, 2.5)
+
+The rent dwarfs the electricity: what makes serving cheap is tokens per second per machine.
+''')
+def _verify_cost(answer):
+    from ..accounting import cost_per_million_tokens
+
+    value = _number(answer)
+    c = COST_CASE
+    expected = cost_per_million_tokens(**c)
+    energy_only = cost_per_million_tokens(c["tokens_per_s"], c["watts"], c["price_per_kwh"], 0.0)
+    rent_only = cost_per_million_tokens(c["tokens_per_s"], 0.0, 0.0, c["hardware_per_hour"])
+    if _close(value, expected):
+        return True, (f"{expected:.3f} per million tokens: {rent_only:.3f} rent + {energy_only:.4f} electricity. "
+                      "Throughput is what makes it cheap.")
+    if _close(value, energy_only):
+        return False, "That is the electricity only; add the hardware rent for the same hours."
+    if _close(value, rent_only):
+        return False, "That is the rent only; add the electricity (0.7 kW x 0.15 per kWh) for the same hours."
+    if _close(value, expected * 3600) or _close(value, expected * 1000) or _close(value, expected / 1000):
+        return False, "Check the units: seconds -> hours (/ 3600) and W -> kW (/ 1000)."
+    return False, "Hint: first the hours a million tokens take, then the cost of one hour (energy + rent)."
+
+
+PASSES_CASE = {"prompts": 3, "new_tokens": 50}
+
+
+@exercise(
+    "1.4",
+    question=("Three users each get an answer of exactly 50 new tokens, served one after another with a KV cache "
+              "(as il.generate does). How many forward passes does the model run in total? Give an int."),
+    solution='''
+One forward pass per generated token: the first pass reads the whole prompt at once and yields the
+first token (prefill), each later pass feeds the last token and yields the next (decode).
+
+    answer = 3 * 50     # 150 forward passes, not 3
+
+The hook in the notebook counts exactly this: forward calls == len(res.tokens).
+''')
+def _verify_forward_passes(answer):
+    value = _number(answer)
+    expected = PASSES_CASE["prompts"] * PASSES_CASE["new_tokens"]
+    if value == expected:
+        return True, f"{expected} passes: one per generated token, whatever the prompt length."
+    if value == PASSES_CASE["prompts"]:
+        return False, "That is the blog's simplification, one pass per answer. Count what the hook counted."
+    if value == PASSES_CASE["new_tokens"]:
+        return False, "That is one user's answer; there are three."
+    if value in (expected + PASSES_CASE["prompts"], expected - PASSES_CASE["prompts"]):
+        return False, "Close: the prompt's pass (prefill) already yields the first new token."
+    return False, "Hint: how many forward calls did the hook count for one il.generate call?"

@@ -1,0 +1,188 @@
+"""Notebook 01: its widget callbacks (called with values as the sliders send them) and its exercises."""
+import copy
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import inferlab as il  # noqa: E402
+from inferlab import exercises as ex  # noqa: E402
+from inferlab.accounting import cost_per_million_tokens, measure_inference_pass, measure_training_step  # noqa: E402
+from inferlab.exercises.part1 import adamw_state_bytes  # noqa: E402
+from inferlab.train import TrainHistory  # noqa: E402
+from inferlab.viz import training as viz  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def history():
+    h = TrainHistory()
+    h.steps = list(range(101))
+    h.train_loss = [7.6 - 0.03 * s for s in h.steps]
+    h.eval_steps = [0, 50, 100]
+    h.eval_loss = [7.6, 6.1, 4.6]
+    h.samples = [(0, "xq#@!"), (50, "the the of"), (100, "The function returns\nNone.")]
+    return h
+
+
+# --- slider over the training history -------------------------------------------------------------------
+
+def test_sample_at_picks_the_last_sample_at_or_before_the_step(history):
+    assert viz.sample_at(history, 0) == (0, "xq#@!")
+    assert viz.sample_at(history, 49) == (0, "xq#@!")
+    assert viz.sample_at(history, 50) == (50, "the the of")
+    assert viz.sample_at(history, 100)[0] == 100
+    assert viz.sample_at(history, 10_000)[0] == 100  # past the end: the last one
+    assert viz.sample_at(history, -5)[0] == 0        # before the start: the first one
+
+
+def test_sample_at_needs_samples():
+    with pytest.raises(ValueError, match="sample_fn"):
+        viz.sample_at(TrainHistory(), 0)
+
+
+@pytest.mark.parametrize("step", [0, 37, 50, 100])
+def test_training_snapshot_draws_the_curve_up_to_the_slider_step(history, step):
+    fig = viz.training_snapshot(history, step)  # IntSlider sends an int
+    ax_loss = fig.axes[0]
+    train_line = ax_loss.get_lines()[0]
+    assert max(train_line.get_xdata()) == step and len(train_line.get_xdata()) == step + 1
+    assert ax_loss.get_xlim() == (0, 100)  # fixed axes while the slider moves
+    texts = " ".join(t.get_text() for t in fig.axes[1].texts)
+    s, sample = viz.sample_at(history, step)
+    assert f"step {s}" in texts and sample.split("\n")[0].split()[0] in texts
+
+
+def test_plot_loss_curve_full_history(history):
+    fig = viz.plot_loss_curve(history)
+    lines = fig.axes[0].get_lines()
+    assert len(lines[0].get_xdata()) == 101 and list(lines[1].get_xdata()) == [0, 50, 100]
+
+
+# --- cost calculator --------------------------------------------------------------------------------------
+
+def test_cost_breakdown_adds_up_to_the_package_formula():
+    parts = viz.cost_breakdown(100.0, 30.0, 0.3, 0.5)
+    assert parts["total"] == pytest.approx(cost_per_million_tokens(100.0, 30.0, 0.3, 0.5))
+    assert parts["energy"] == pytest.approx(1e6 / 100 / 3600 * 0.030 * 0.3)
+    assert parts["hardware"] == pytest.approx(1e6 / 100 / 3600 * 0.5)
+
+
+@pytest.mark.parametrize("watts,price,hardware", [(30, 0.30, 0.0), (5, 0.05, 0.0), (700, 0.5, 4.0), (250.0, 0.2, 1.5)])
+def test_cost_calculator_bars_follow_the_sliders(watts, price, hardware):
+    throughputs = {1: 80.0, 4: 250.0, 16: 600.0}
+    fig = viz.cost_calculator(throughputs, watts, price, hardware)  # FloatSliders send floats or ints
+    ax = fig.axes[0]
+    heights = {}
+    for patch in ax.patches:
+        x = round(patch.get_x() + patch.get_width() / 2)
+        heights[x] = heights.get(x, 0.0) + patch.get_height()
+    for i, tps in enumerate(throughputs.values()):
+        assert heights[i] == pytest.approx(cost_per_million_tokens(tps, watts, price, hardware))
+    best = cost_per_million_tokens(600.0, watts, price, hardware)
+    assert f"{best:.3g}" in ax.get_title()
+
+
+def test_cost_calculator_rejects_no_throughput():
+    with pytest.raises(ValueError):
+        viz.cost_calculator({}, 30, 0.3, 0.0)
+
+
+# --- static plots of measured results ----------------------------------------------------------------------
+
+def test_step_comparison_and_latency_plots_on_a_tiny_model(byte_tokenizer):
+    torch.manual_seed(0)
+    cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=2, n_head=4, n_kv_head=2, arch="llama", max_seq_len=64)
+    model = il.GPT(cfg)
+    x = torch.randint(0, 256, (2, 16))
+    y = torch.randint(0, 256, (2, 16))
+    train_cost = measure_training_step(copy.deepcopy(model), x, y, repeats=1)
+    infer_cost = measure_inference_pass(model, x, repeats=1)
+    fig = viz.plot_step_comparison(train_cost, infer_cost)
+    ax_t, ax_m = fig.axes
+    assert len(ax_t.patches) == 4  # forward/backward/optimizer + forward
+    assert sum(p.get_height() for p in ax_m.patches) == pytest.approx(
+        (train_cost.memory.total + infer_cost.memory.total) / 1e6)
+    res = il.generate(model, byte_tokenizer, "abc", max_new_tokens=6)
+    fig = viz.plot_token_times(res)
+    assert len(fig.axes[0].patches) == 6
+    fig = viz.plot_throughput_vs_batch([1, 2, 4], [10.0, 18.0, 30.0], [0.1, 0.11, 0.13])
+    assert list(fig.axes[0].get_lines()[0].get_ydata()) == [10.0, 18.0, 30.0]
+
+
+def test_one_forward_pass_per_generated_token(byte_tokenizer):
+    """The notebook's correction of the post: a forward hook counts one call per new token."""
+    torch.manual_seed(0)
+    model = il.GPT(il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=2, arch="llama", max_seq_len=64))
+    calls = []
+    handle = model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[1]))
+    try:
+        for use_cache in (True, False):
+            calls.clear()
+            res = il.generate(model, byte_tokenizer, "hello", max_new_tokens=7, use_cache=use_cache)
+            assert len(calls) == len(res.tokens) == 7
+    finally:
+        handle.remove()
+
+
+# --- exercises: each check accepts a right answer and rejects wrong ones, and never raises ----------------------
+
+def test_exercise_1_1_adamw_state_bytes():
+    weight_bytes = il.GPT(il.MODEL_CONFIGS["inferlab-main"]).weight_bytes()
+    assert adamw_state_bytes() == 2 * weight_bytes
+    assert ex.verdict("1.1", 2 * weight_bytes)[0]
+    assert ex.verdict("1.1", float(2 * weight_bytes))[0]
+    for wrong in (weight_bytes, 4 * weight_bytes, weight_bytes // 2, 2 * weight_bytes + 2048 * 256 * 8, 12345):
+        assert not ex.verdict("1.1", wrong)[0]
+    assert "once" in ex.verdict("1.1", weight_bytes)[1]
+
+
+def test_exercise_1_2_tokens_per_second_from_tpot():
+    assert ex.verdict("1.2", lambda res: 1.0 / res.tpot_s)[0]
+    ok, message = ex.verdict("1.2", lambda res: len(res.tokens) / res.total_s)
+    assert not ok and "first token" in message
+    assert not ex.verdict("1.2", lambda res: res.tpot_s)[0]
+    assert not ex.verdict("1.2", 50.0)[0]  # a number, not a function
+    assert not ex.verdict("1.2", lambda res: "fast")[0]
+
+
+def test_exercise_1_3_cost_per_million_tokens():
+    right = cost_per_million_tokens(2500, 700, 0.15, 2.5)
+    assert right == pytest.approx(0.2894, abs=1e-4)
+    assert ex.verdict("1.3", right)[0]
+    assert ex.verdict("1.3", round(right, 3))[0]
+    ok, message = ex.verdict("1.3", cost_per_million_tokens(2500, 700, 0.15, 0.0))
+    assert not ok and "rent" in message
+    assert not ex.verdict("1.3", cost_per_million_tokens(2500, 0, 0, 2.5))[0]
+    assert not ex.verdict("1.3", right * 3600)[0]
+
+
+def test_exercise_1_4_forward_passes():
+    assert ex.verdict("1.4", 150)[0]
+    ok, message = ex.verdict("1.4", 3)
+    assert not ok and "simplification" in message
+    for wrong in (50, 153, 147, 0):
+        assert not ex.verdict("1.4", wrong)[0]
+
+
+@pytest.mark.parametrize("key", ["1.1", "1.2", "1.3", "1.4"])
+def test_checks_never_raise_and_print_a_verdict(key, capsys):
+    assert ex.check(key, None) is False
+    assert "not answered yet" in capsys.readouterr().out
+    for junk in ("a string", [1, 2], float("nan"), True):
+        assert ex.check(key, junk) is False
+    assert "❌" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key", ["1.1", "1.2", "1.3", "1.4"])
+def test_every_exercise_has_a_solution(key, capsys):
+    ex.solution(key)
+    assert "answer" in capsys.readouterr().out
