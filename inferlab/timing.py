@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -54,3 +55,32 @@ def measure(fn, warmup: int = 1, repeats: int = 5, device=None, min_time_s: floa
     q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
     return Timing(statistics.median(samples), min(samples), q[2] - q[0], len(samples), torch.get_num_threads(),
                   samples)
+
+
+@contextmanager
+def num_threads(n: int):
+    """Run a block with ``n`` torch threads, then restore the previous count (notebook 04 compares them)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def first_calls(fn, calls: int = 5, device=None) -> list:
+    """Seconds taken by each of the first ``calls`` calls of ``fn``, none of them warmed up: the first is
+    usually the slowest (memory allocated, kernels chosen, caches cold), which is why ``measure`` warms up."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if not isinstance(calls, int) or isinstance(calls, bool) or calls < 1:
+        raise ValueError(f"calls must be an int >= 1, got {calls!r}")
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        out.append(time.perf_counter() - t0)
+    return out

@@ -1,0 +1,443 @@
+"""Bottlenecks: this machine's roofs, published hardware roofs, and the model's steps on a roofline (notebook 04).
+
+* Roofs measured here: ``read_bandwidth`` (sum a large tensor), ``copy_bandwidth`` (STREAM-style copy,
+  read + write counted), ``matmul_peak`` (FLOP/s of a large square matmul, fp32 or bf16), and
+  ``bandwidth_sweep`` (read bandwidth against working-set size: the cache levels show as steps).
+* Roofs published: ``HARDWARE`` presets (A100, H100, H200, a laptop) and ``hardware_roof(name, dtype)``.
+* Roofline math: ``Roof.attainable(intensity)``, ``Roof.ridge``, ``Roof.step_time(flops, bytes)``,
+  ``mbu`` / ``mfu`` from a measured time, ``critical_batch`` of a decode step.
+* The model's operations: ``linear_count`` / ``attention_count`` (FLOPs and bytes of one operation),
+  ``time_linear`` / ``time_attention`` and ``time_decode_step`` (one decode step of any batch size at a
+  fixed context, replayed through a rewound ``KVCache``), and ``random_model`` which builds a real-shape
+  model with random weights in about a second instead of ten.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+from .counting import StepCount, dtype_bytes, matmul_flops, step_count
+from .kvcache import KVCache
+from .model import GPT, attend, rope_tables
+from .timing import Timing, measure, num_threads
+
+GB = 1e9
+MiB = 2 ** 20
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _check_positive_number(name, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+
+
+# --- the roofline ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Roof:
+    """Two ceilings: ``peak_flops`` (FLOP/s) and ``bandwidth`` (bytes/s of main memory)."""
+
+    name: str
+    peak_flops: float
+    bandwidth: float
+    note: str = ""
+
+    def __post_init__(self):
+        _check_positive_number("peak_flops", self.peak_flops)
+        _check_positive_number("bandwidth", self.bandwidth)
+
+    @property
+    def ridge(self) -> float:
+        """Ridge point (FLOP/byte): below it an operation is memory-bound, above it compute-bound."""
+        return self.peak_flops / self.bandwidth
+
+    def attainable(self, intensity: float) -> float:
+        """The roofline: min(peak, intensity x bandwidth), in FLOP/s."""
+        _check_positive_number("intensity", intensity)
+        return min(self.peak_flops, intensity * self.bandwidth)
+
+    def step_time(self, flops: float, nbytes: float) -> float:
+        """Shortest time an operation can take: the slower of computing and moving its bytes."""
+        return max(flops / self.peak_flops, nbytes / self.bandwidth)
+
+    def regime(self, intensity: float) -> str:
+        return "memory-bound" if intensity < self.ridge else "compute-bound"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Published peak numbers of one chip (dense math, no sparsity)."""
+
+    name: str
+    bandwidth: float  # bytes/s
+    flops: dict       # dtype name -> FLOP/s
+    source: str
+
+    def roof(self, dtype="bfloat16") -> Roof:
+        key = _dtype_name(dtype)
+        if key not in self.flops:
+            raise ValueError(f"{self.name} has no published peak for {key}; known: {', '.join(self.flops)}")
+        return Roof(self.name, self.flops[key], self.bandwidth, self.source)
+
+
+HARDWARE: dict[str, Hardware] = {
+    "a100": Hardware("NVIDIA A100 SXM 80GB", 2.039e12,
+                     {"float32": 19.5e12, "tf32": 156e12, "bfloat16": 312e12, "float16": 312e12},
+                     "NVIDIA A100 datasheet: 2,039 GB/s HBM2e; 19.5 TFLOPS FP32, 312 TFLOPS BF16/FP16 tensor (dense)"),
+    "h100": Hardware("NVIDIA H100 SXM", 3.35e12,
+                     {"float32": 67e12, "tf32": 494.7e12, "bfloat16": 989.4e12, "float16": 989.4e12},
+                     "NVIDIA H100 datasheet: 3.35 TB/s HBM3; 67 TFLOPS FP32, 989 TFLOPS BF16/FP16 tensor (dense)"),
+    "h200": Hardware("NVIDIA H200 SXM", 4.8e12,
+                     {"float32": 67e12, "tf32": 494.7e12, "bfloat16": 989.4e12, "float16": 989.4e12},
+                     "NVIDIA H200 datasheet: 4.8 TB/s HBM3e; the H100's compute (989 TFLOPS BF16 dense)"),
+    "laptop-m2": Hardware("Apple M2 laptop (10-core GPU)", 100e9,
+                          {"float32": 3.6e12, "bfloat16": 3.6e12, "float16": 3.6e12},
+                          "Apple M2 announcement: 100 GB/s unified memory, 3.6 TFLOPS GPU"),
+}
+
+
+def _dtype_name(dtype) -> str:
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).replace("torch.", "")
+    if isinstance(dtype, str):
+        return dtype
+    raise TypeError(f"dtype must be a torch.dtype or its name, got {type(dtype).__name__}")
+
+
+def hardware_roof(name: str, dtype="bfloat16") -> Roof:
+    """The published roof of a preset, e.g. ``hardware_roof("h100", torch.bfloat16)``."""
+    if not isinstance(name, str):
+        raise TypeError(f"hardware name must be a str, got {type(name).__name__}")
+    key = name.lower()
+    if key not in HARDWARE:
+        raise ValueError(f"unknown hardware preset {name!r}; known: {', '.join(HARDWARE)}")
+    return HARDWARE[key].roof(dtype)
+
+
+def mbu(nbytes: float, seconds: float, bandwidth: float) -> float:
+    """Memory-bandwidth utilisation: bytes the step must move / time, as a fraction of the bandwidth."""
+    for name, v in (("nbytes", nbytes), ("seconds", seconds), ("bandwidth", bandwidth)):
+        _check_positive_number(name, v)
+    return nbytes / seconds / bandwidth
+
+
+def mfu(flops: float, seconds: float, peak_flops: float) -> float:
+    """Model FLOP/s utilisation: FLOPs the step must do / time, as a fraction of the peak."""
+    for name, v in (("flops", flops), ("seconds", seconds), ("peak_flops", peak_flops)):
+        _check_positive_number(name, v)
+    return flops / seconds / peak_flops
+
+
+def decode_count(config: ModelConfig, batch_size: int, n_context: int, dtype=torch.float32) -> StepCount:
+    """FLOPs and bytes of one decode step: ``batch_size`` sequences, one new token each, ``n_context`` tokens
+    seen (the new one included)."""
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("n_context", n_context)
+    return step_count(config, 1, n_context, batch_size, dtype)
+
+
+def critical_batch(config: ModelConfig, n_context: int, roof: Roof, dtype=torch.float32, max_batch: int = 1 << 20):
+    """Smallest batch whose decode step reaches the ridge point (becomes compute-bound), or None if none
+    up to ``max_batch`` does (at long contexts each sequence's KV cache keeps the step memory-bound)."""
+    if not isinstance(roof, Roof):
+        raise TypeError(f"roof must be a Roof, got {type(roof).__name__}")
+    if decode_count(config, max_batch, n_context, dtype).intensity < roof.ridge:
+        return None
+    lo, hi = 1, max_batch  # intensity grows with the batch: bisect for the first batch at the ridge
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if decode_count(config, mid, n_context, dtype).intensity >= roof.ridge:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def predict_decode(config: ModelConfig, batch_size: int, n_context: int, roof: Roof, dtype=torch.float32) -> dict:
+    """What the roofline predicts for one decode step: its counts, time, regime and tokens/s."""
+    c = decode_count(config, batch_size, n_context, dtype)
+    t = roof.step_time(c.flops, c.bytes)
+    return {"flops": c.flops, "bytes": c.bytes, "intensity": c.intensity, "ridge": roof.ridge,
+            "regime": roof.regime(c.intensity), "step_s": t, "tokens_per_s": batch_size / t,
+            "attainable_flops": roof.attainable(c.intensity)}
+
+
+# --- counting single operations --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpCount:
+    name: str
+    flops: int
+    bytes: int
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes
+
+
+def linear_count(m: int, k: int, n: int, dtype=torch.float32, name: str = "") -> OpCount:
+    """``x [m, k] @ W^T`` with ``W [n, k]``: 2mkn FLOPs; reads x and W, writes the [m, n] output."""
+    b = dtype_bytes(dtype)
+    return OpCount(name or f"linear {m}x{k} @ {k}x{n}", matmul_flops(m, k, n), int((m * k + k * n + m * n) * b))
+
+
+def attention_count(n_head: int, n_kv_head: int, head_dim: int, n_new: int, n_context: int, batch_size: int = 1,
+                    dtype=torch.float32, name: str = "") -> OpCount:
+    """One layer's attention: q @ K^T and weights @ V (4 FLOPs per query, key and dimension); reads the
+    queries and the cached keys and values, writes the output (the scores stay in cache when small)."""
+    for arg, v in (("n_head", n_head), ("n_kv_head", n_kv_head), ("head_dim", head_dim), ("n_new", n_new),
+                   ("n_context", n_context), ("batch_size", batch_size)):
+        _check_positive_int(arg, v)
+    flops = 4 * batch_size * n_head * n_new * n_context * head_dim
+    nbytes = batch_size * (2 * n_head * n_new + 2 * n_kv_head * n_context) * head_dim * dtype_bytes(dtype)
+    return OpCount(name or f"attention {n_new} queries x {n_context} keys", flops, int(nbytes))
+
+
+def time_linear(m: int, k: int, n: int, dtype=torch.float32, warmup: int = 2, repeats: int = 5,
+                min_time_s: float = 0.05) -> Timing:
+    """Time ``F.linear`` on random [m, k] input and [n, k] weight."""
+    x, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
+    with torch.inference_mode():
+        return measure(lambda: torch.nn.functional.linear(x, w), warmup, repeats, min_time_s=min_time_s)
+
+
+def time_attention(n_head: int, n_kv_head: int, head_dim: int, n_new: int, n_context: int, batch_size: int = 1,
+                   dtype=torch.float32, warmup: int = 2, repeats: int = 5, min_time_s: float = 0.05) -> Timing:
+    """Time the model's own ``attend`` (grouped-query, masked) for new queries over a context."""
+    q = torch.randn(batch_size, n_head, n_new, head_dim).to(dtype)
+    k = torch.randn(batch_size, n_kv_head, n_context, head_dim).to(dtype)
+    v = torch.randn_like(k)
+    mask = torch.ones(n_context, n_context, dtype=torch.bool).tril()[None, None, -n_new:]
+    with torch.inference_mode():
+        return measure(lambda: attend(q, k, v, mask), warmup, repeats, min_time_s=min_time_s)
+
+
+# --- this machine's roofs ---------------------------------------------------------------------------------
+
+@dataclass
+class Bandwidth:
+    nbytes: int          # working set
+    moved_bytes: int     # bytes moved per call (copy: read + write)
+    timing: Timing
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.moved_bytes / self.timing.median_s
+
+
+def _filled(nbytes: int) -> torch.Tensor:
+    n = max(1, int(nbytes) // 4)
+    return torch.full((n,), 1.0)  # written, so every page is real memory (a fresh zero page reads "fast")
+
+
+def read_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0) -> Bandwidth:
+    """Bytes/s of reading a float32 tensor of ``nbytes`` (``x.sum()``)."""
+    _check_positive_int("nbytes", nbytes)
+    x = _filled(nbytes)
+    t = measure(x.sum, warmup, repeats, min_time_s=min_time_s)
+    return Bandwidth(x.numel() * 4, x.numel() * 4, t)
+
+
+def copy_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0) -> Bandwidth:
+    """Bytes/s of copying ``nbytes`` into another buffer; counts read + write, as STREAM's copy does."""
+    _check_positive_int("nbytes", nbytes)
+    src = _filled(nbytes)
+    dst = torch.empty_like(src).fill_(0.0)
+    t = measure(lambda: dst.copy_(src), warmup, repeats, min_time_s=min_time_s)
+    return Bandwidth(src.numel() * 4, 2 * src.numel() * 4, t)
+
+
+def bandwidth_sweep(sizes, min_time_s: float = 0.02, repeats: int = 5, threads: int = 1,
+                    progress=None) -> list[Bandwidth]:
+    """Read bandwidth for each working-set size in bytes, on ``threads`` threads (default one core: its own
+    L1 and L2, then the shared L3, then DRAM). Small sets are summed many times per timed call, so the
+    per-call overhead does not hide the cache's speed."""
+    sizes = list(sizes)
+    if not sizes:
+        raise ValueError("sizes must be a non-empty list of byte counts")
+    for s in sizes:
+        _check_positive_int("sizes", s)
+    out = []
+    with num_threads(threads):
+        for s in (progress(sizes) if progress else sizes):
+            out.append(_read_repeated(s, min_time_s, repeats))
+    return out
+
+
+def _read_repeated(nbytes: int, min_time_s: float, repeats: int) -> Bandwidth:
+    x = _filled(nbytes)
+    reps = max(1, (8 * MiB) // (x.numel() * 4))  # at least 8 MiB read per timed call
+
+    def run():
+        for _ in range(reps):
+            x.sum()
+
+    t = measure(run, warmup=2, repeats=repeats, min_time_s=min_time_s)
+    return Bandwidth(x.numel() * 4, x.numel() * 4 * reps, t)
+
+
+@dataclass
+class MatmulPeak:
+    n: int
+    dtype: torch.dtype
+    timing: Timing
+
+    @property
+    def flops_per_s(self) -> float:
+        return matmul_flops(self.n, self.n, self.n) / self.timing.median_s
+
+
+def matmul_peak(n: int = 2048, dtype=torch.float32, warmup: int = 2, repeats: int = 5,
+                min_time_s: float = 0.2) -> MatmulPeak:
+    """FLOP/s of an n x n by n x n matmul: about the most arithmetic this machine does per second."""
+    _check_positive_int("n", n)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    t = measure(lambda: a @ b, warmup, repeats, min_time_s=min_time_s)
+    return MatmulPeak(n, dtype, t)
+
+
+def has_bf16_matmul() -> bool:
+    """True when this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); else bf16 is emulated."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return torch.cuda.is_available()
+    return any(flag in text for flag in (" amx_bf16", " avx512_bf16"))
+
+
+def cache_sizes() -> dict:
+    """Cache levels of CPU 0 in bytes, from Linux sysfs (empty elsewhere), e.g. {"L1d": 49152, "L2": ...}."""
+    out = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        if kind == "Instruction":
+            continue
+        mult = {"K": 1024, "M": MiB, "G": 2 ** 30}.get(size[-1], 1)
+        out[f"L{level}" + ("d" if kind == "Data" else "")] = int(size.rstrip("KMG")) * mult
+    return out
+
+
+def machine_roof(bandwidth: float, peak_flops: float, name: str = "this machine") -> Roof:
+    return Roof(name, peak_flops, bandwidth, "measured")
+
+
+# --- real-shape models, fast --------------------------------------------------------------------------
+
+def random_model(config: ModelConfig, dtype=torch.float32, seed: int = 0) -> GPT:
+    """``GPT(config)`` with random weights, built in about a second even for billions of bytes: the module is
+    made on the meta device (no memory, no init) and each weight filled by tiling one random block, which
+    times exactly like fully random weights. Free it with ``del model; gc.collect()``."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+    with torch.device("meta"):
+        model = GPT(config)
+    model = model.to_empty(device="cpu").to(dtype)
+    if config.tie_embeddings:  # to_empty makes separate tensors: tie them again
+        model.lm_head.weight = model.tok_emb.weight
+    g = torch.Generator().manual_seed(seed)
+    block = torch.randn(1 << 16, generator=g).to(dtype) * 0.02
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.view(-1)
+            if name.endswith("bias"):
+                flat.zero_()
+            elif p.dim() == 1:
+                flat.fill_(1.0)
+            else:
+                full = flat.numel() // block.numel() * block.numel()
+                flat[:full].view(-1, block.numel()).copy_(block.expand(full // block.numel(), -1))
+                flat[full:].copy_(block[:flat.numel() - full])
+        if config.arch == "llama":
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+            model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
+    return model.eval()
+
+
+def free(*objects) -> None:
+    """Drop references and collect, so a multi-GB model's memory is returned now (``del`` in the caller too)."""
+    del objects
+    gc.collect()
+
+
+@dataclass
+class DecodeMeasurement:
+    batch_size: int
+    n_context: int
+    count: StepCount
+    timing: Timing
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.batch_size / self.timing.median_s
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.count.bytes / self.timing.median_s
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.count.flops / self.timing.median_s
+
+
+def decode_stepper(model: GPT, batch_size: int = 1, n_context: int = 16, seed: int = 0):
+    """A function that runs one decode step of ``batch_size`` sequences with ``n_context - 1`` tokens
+    already cached, again and again at the same position (the cache is rewound after each)."""
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("n_context", n_context)
+    if n_context > model.config.max_seq_len:
+        raise ValueError(f"n_context must be <= max_seq_len={model.config.max_seq_len}, got {n_context}")
+    g = torch.Generator().manual_seed(seed)
+    cache = KVCache(model.config, batch_size, n_context, dtype=model.dtype, device=model.device)
+    ids = torch.randint(0, model.config.vocab_size, (batch_size, n_context), generator=g).to(model.device)
+    with torch.inference_mode():
+        if n_context > 1:
+            model(ids[:, :-1], cache=cache)  # the prefill, once
+    filled = cache.length
+    new = ids[:, -1:]
+
+    def step():
+        cache.valid[:, filled:] = False
+        cache.length = filled
+        with torch.inference_mode():
+            return model(new, cache=cache)
+
+    return step
+
+
+def time_decode_step(model: GPT, batch_size: int = 1, n_context: int = 16, warmup: int = 1, repeats: int = 5,
+                     min_time_s: float = 0.0) -> DecodeMeasurement:
+    """Measure one decode step (``decode_stepper``) and count its FLOPs and bytes."""
+    step = decode_stepper(model, batch_size, n_context)
+    t = measure(step, warmup, repeats, device=model.device, min_time_s=min_time_s)
+    return DecodeMeasurement(batch_size, n_context, decode_count(model.config, batch_size, n_context, model.dtype), t)
+
+
+def measured_critical_batch(batch_sizes, step_seconds) -> float:
+    """The measured regime change, read the way the roofline draws it: the memory-bound plateau (the fastest
+    step measured) meets the compute-bound line through the origin and the largest batch (time in proportion
+    to the batch). If the largest batch is still on the plateau this returns about that batch: the real
+    critical batch is at least that."""
+    b, t = list(batch_sizes), list(step_seconds)
+    if len(b) != len(t) or len(b) < 3:
+        raise ValueError("batch_sizes and step_seconds must be lists of the same length, at least 3")
+    if any(x <= 0 for x in t) or any(x < 1 for x in b):
+        raise ValueError("batch sizes must be >= 1 and step times positive")
+    per_sequence = t[-1] / b[-1]  # seconds per sequence once compute-bound
+    return max(1.0, min(t) / per_sequence)

@@ -1,0 +1,187 @@
+"""Plots and the roofline explorer widget of notebook 04 (bottlenecks).
+
+Every function returns a matplotlib ``Figure`` built without pyplot. The widget callback is
+``roofline_view(hardware, config_name, batch_size, context_len, dtype_name)``; its numbers come from
+``roofline_prediction`` with the same arguments, which tests call directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..config import get_config
+from ..counting import step_count
+from ..profiling import HARDWARE, Roof, critical_batch, hardware_roof, predict_decode
+
+DPI = 90
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MACHINE = "this machine"
+COLORS = ["#3b75af", "#c03d3e", "#55a868", "#e1812c", "#8172b2", "#937860", "#da8bc3", "#555555"]
+
+
+def _roof_line(ax, roof: Roof, color, lw=2.0, ls="-", x=None):
+    x = np.logspace(-2, 4, 300) if x is None else x
+    ax.plot(x, [roof.attainable(i) for i in x], ls, color=color, lw=lw,
+            label=f"{roof.name}: {roof.peak_flops / 1e9:,.0f} GFLOP/s, {roof.bandwidth / 1e9:,.0f} GB/s, "
+                  f"ridge {roof.ridge:.1f} FLOP/B")
+    ax.axvline(roof.ridge, color=color, lw=0.8, ls=":")
+
+
+def plot_roofline(roofs, points=(), title: str = "") -> Figure:
+    """Roofs (``Roof``; the first drawn boldest) and measured points ``(label, intensity, FLOP/s)`` on log axes."""
+    fig = Figure(figsize=(10, 4.6), dpi=DPI)
+    ax = fig.add_subplot()
+    for i, roof in enumerate(roofs):
+        _roof_line(ax, roof, COLORS[i % len(COLORS)], lw=2.2 if i == 0 else 1.2, ls="-" if i == 0 else "--")
+    markers = iter("osD^vP*Xh<>")
+    for j, (label, intensity, flops) in enumerate(points):
+        ax.plot([intensity], [flops], next(markers, "o"), ms=8, color=COLORS[(j + len(roofs)) % len(COLORS)],
+                markeredgecolor="black", label=f"{label}: {intensity:.2g} FLOP/B, {flops / 1e9:.3g} GFLOP/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
+    ax.set_ylabel("FLOP/s")
+    ax.set_title(title or "roofline: attainable FLOP/s = min(peak, intensity x bandwidth)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_bandwidth_sweep(sweep, caches: dict | None = None, threads: int | None = None) -> Figure:
+    """Read bandwidth against working-set size (``profiling.bandwidth_sweep``), cache sizes marked."""
+    fig = Figure(figsize=(10, 3.6), dpi=DPI)
+    ax = fig.add_subplot()
+    sizes = [b.nbytes for b in sweep]
+    ax.plot(sizes, [b.bytes_per_s / 1e9 for b in sweep], "o-", color=COLORS[0])
+    for i, (name, size) in enumerate((caches or {}).items()):
+        ax.axvline(size, color=COLORS[1 + i % 4], ls=":", lw=1)
+        ax.text(size, ax.get_ylim()[1] * 0.95, f" {name} {size / 2 ** 20:g} MiB" if size >= 2 ** 20
+                else f" {name} {size // 1024} KiB", fontsize=8, va="top", color=COLORS[1 + i % 4])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("working set (bytes), read over and over")
+    ax.set_ylabel("read bandwidth (GB/s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("memory hierarchy, measured: the smaller the working set, the faster it is read"
+                 + (f" ({threads} thread{'s' * (threads != 1)})" if threads else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_batch_sweep(batch_sizes, step_s, predicted_s=None, critical=None) -> Figure:
+    """Decode step time and tokens/s against the batch, with the roofline's prediction and critical batches
+    (``critical``: ``{"label": batch}``)."""
+    fig = Figure(figsize=(10, 3.6), dpi=DPI)
+    ax1, ax2 = fig.subplots(1, 2)
+    b = np.array(batch_sizes)
+    ms = np.array(step_s) * 1e3
+    ax1.plot(b, ms, "o-", color=COLORS[0], label="measured")
+    ax2.plot(b, b / np.array(step_s), "o-", color=COLORS[0], label="measured")
+    if predicted_s is not None:
+        ax1.plot(b, np.array(predicted_s) * 1e3, "--", color="#777777", label="roofline prediction (measured roofs)")
+        ax2.plot(b, b / np.array(predicted_s), "--", color="#777777", label="roofline prediction")
+    for i, (label, value) in enumerate((critical or {}).items()):
+        if value:
+            for ax in (ax1, ax2):
+                ax.axvline(value, color=COLORS[1 + i], ls=":", label=f"{label}: {value:.0f}")
+    ax1.set_ylabel("time per decode step (ms)")
+    ax2.set_ylabel("tokens per second (batch / step time)")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (sequences decoded together)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_queue(rows_by_label: dict, md1=None) -> Figure:
+    """Mean and p95 latency against arrival rate for each server (``queueing.latency_sweep`` rows)."""
+    fig = Figure(figsize=(10, 3.6), dpi=DPI)
+    ax = fig.add_subplot()
+    for i, (label, rows) in enumerate(rows_by_label.items()):
+        rates = [r["rate"] for r in rows]
+        ax.plot(rates, [r["mean_s"] for r in rows], "o-", color=COLORS[i], label=f"{label}: mean")
+        ax.plot(rates, [r["p95_s"] for r in rows], "s--", color=COLORS[i], alpha=0.6, label=f"{label}: p95")
+    if md1 is not None:
+        ax.plot(*md1, ":", color="black", label="M/D/1 formula (one at a time)")
+    ax.set_xlabel("arrival rate (requests per second)")
+    ax.set_ylabel("latency: waiting + service (s)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("the line in front of the server: latency explodes as arrivals approach the service rate",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- the widget -----------------------------------------------------------------------------------------
+
+def _roof(hardware: str, dtype, machine: Roof | None) -> Roof:
+    if hardware == MACHINE:
+        if machine is None:
+            raise ValueError(f"hardware {MACHINE!r} needs the measured roof (machine=Roof(...))")
+        return machine
+    return hardware_roof(hardware, dtype)
+
+
+def roofline_prediction(hardware: str = "h100", config_name: str = "llama-3-8b", batch_size: int = 1,
+                        context_len: int = 4096, dtype_name: str = "bfloat16", machine: Roof | None = None) -> dict:
+    """The explorer's numbers: the decode step's FLOPs, bytes, intensity, regime, predicted step time and
+    tokens/s on the hardware, and the critical batch at this context."""
+    if dtype_name not in DTYPES:
+        raise ValueError(f"dtype_name must be one of {list(DTYPES)}, got {dtype_name!r}")
+    cfg = get_config(config_name)
+    if isinstance(context_len, bool) or not isinstance(context_len, int) or not 1 <= context_len:
+        raise ValueError(f"context_len must be a positive int, got {context_len!r}")
+    dtype = DTYPES[dtype_name]
+    roof = _roof(hardware, dtype, machine)
+    out = predict_decode(cfg, batch_size, context_len, roof, dtype)
+    out.update(hardware=roof.name, config=cfg.name, batch_size=batch_size, context_len=context_len,
+               critical_batch=critical_batch(cfg, context_len, roof, dtype))
+    return out
+
+
+def roofline_view(hardware: str = "h100", config_name: str = "llama-3-8b", batch_size: int = 1,
+                  context_len: int = 4096, dtype_name: str = "bfloat16", machine: Roof | None = None) -> Figure:
+    """Widget callback: the hardware's roofline, the decode step at this batch (and at other batches, faint),
+    and the prefill of ``context_len`` tokens; the title says the regime and the predicted tokens/s."""
+    p = roofline_prediction(hardware, config_name, batch_size, context_len, dtype_name, machine)
+    dtype = DTYPES[dtype_name]
+    roof = _roof(hardware, dtype, machine)
+    cfg = get_config(config_name)
+    fig = Figure(figsize=(10, 4.4), dpi=DPI)
+    ax = fig.add_subplot()
+    _roof_line(ax, roof, COLORS[0], x=np.logspace(-1, 5, 300))
+    path = [2 ** k for k in range(0, 13)]
+    pts = [predict_decode(cfg, b, context_len, roof, dtype) for b in path]
+    ax.plot([q["intensity"] for q in pts], [q["attainable_flops"] for q in pts], ".", color="#999999",
+            label="decode at batch 1, 2, 4, ... 4096")
+    color = COLORS[1] if p["regime"] == "memory-bound" else COLORS[2]
+    ax.plot([p["intensity"]], [p["attainable_flops"]], "o", ms=12, color=color, markeredgecolor="black",
+            label=f"decode, batch {batch_size}: {p['intensity']:.3g} FLOP/B, {p['regime']}")
+    pre = step_count(cfg, context_len, context_len, 1, dtype)
+    ax.plot([pre.intensity], [roof.attainable(pre.intensity)], "s", ms=9, color=COLORS[3], markeredgecolor="black",
+            label=f"prefill of {context_len:,} tokens: {pre.intensity:.3g} FLOP/B")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
+    ax.set_ylabel("attainable FLOP/s")
+    crit = p["critical_batch"]
+    ax.set_title(f"{cfg.name} ({dtype_name}) on {roof.name}, context {context_len:,}: {p['regime']}; "
+                 f"predicted {p['step_s'] * 1e3:.3g} ms per step, {p['tokens_per_s']:,.0f} tokens/s\n"
+                 f"critical batch at this context: {crit if crit else 'none (the KV cache keeps it memory-bound)'}",
+                 fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def hardware_options(machine: Roof | None = None) -> list:
+    """Dropdown options: the presets, and the measured machine when given."""
+    return ([MACHINE] if machine is not None else []) + list(HARDWARE)
