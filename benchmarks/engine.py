@@ -15,6 +15,9 @@ All three must produce the same tokens (checked). Then the prefix cache: every p
 same text (80% of its tokens), a burst of requests all admitted at once (``max_num_seqs`` = requests),
 engine with and without prefix caching, mean time to first token.
 
+Each method runs ``--rounds`` times, alternating, and the fastest run of each is kept: on a shared
+machine other work only ever slows a run down.
+
 Throughput = generated tokens / wall time of the whole run. TTFT counts queueing from the moment all
 requests arrive. The results are printed last as ``name: value`` lines. Aims (not asserted): engine
 >= 4x one at a time, >= 1.5x static batching; prefix caching cuts mean TTFT >= 3x.
@@ -51,11 +54,13 @@ def main():
     ap.add_argument("--max-num-seqs", type=int, default=32, help="engine seats = static batch size (default 32)")
     ap.add_argument("--max-num-batched-tokens", type=int, default=512)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--rounds", type=int, default=None, help="runs of each method, best kept (default 2, --quick 1)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     n = args.requests or (24 if args.quick else 64)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     device = torch.device(args.device)
     model, tok = il.load_pretrained(device=device)
     where = torch.cuda.get_device_name() if device.type == "cuda" else cpu_model()
@@ -74,29 +79,35 @@ def main():
     make_engine().generate(prompts[:4], params[:4])       # warm-up (first calls allocate memory)
     il.generate(model, tok, prompts[0], max_new_tokens=4)
 
-    engine = make_engine()
-    eng_out = engine.generate(prompts, params)
-    eng = engine.last_stats
-    print(f"engine          {eng}", flush=True)
-    st_out, st = static_batching(model, tok, prompts, params, batch_size=args.max_num_seqs)
-    print(f"static batching {st.generated_tokens} tokens in {st.wall_s:.2f} s = {st.throughput:.0f} tokens/s; "
-          f"mean TTFT {st.mean_ttft_s * 1e3:.0f} ms, end-to-end {st.mean_e2e_s * 1e3:.0f} ms", flush=True)
-    one_out, one = one_at_a_time(model, tok, prompts, params)
-    print(f"one at a time   {one.generated_tokens} tokens in {one.wall_s:.2f} s = {one.throughput:.0f} tokens/s; "
-          f"mean TTFT {one.mean_ttft_s * 1e3:.0f} ms, end-to-end {one.mean_e2e_s * 1e3:.0f} ms", flush=True)
-    same = all(a.tokens == b.tokens == c.tokens for a, b, c in zip(eng_out, st_out, one_out))
-    print(f"same greedy tokens on all three paths: {same}")
+    def best(a, b):  # the faster of two runs of the same thing: a shared machine only ever slows a run down
+        return b if a is None or b[1].wall_s < a[1].wall_s else a
 
     # prefix caching: 80% of every prompt is one shared opening (a system prompt); a burst of requests, every
     # one admitted at once, so time to first token is the time to work through the queue of prefills
     sp_prompts, sp_params = mixed_workload(tok, n, prompt_len=(16, 256), output_len=(16, 128), seed=1,
                                            shared_prefix_frac=0.8)
-    runs = {}
+    res = {k: None for k in ("engine", "static", "one", False, True)}
+    for r in range(args.rounds):   # rounds alternate the methods, so a burst of load hits them alike
+        engine = make_engine()
+        res["engine"] = best(res["engine"], (engine.generate(prompts, params), engine.last_stats))
+        res["static"] = best(res["static"], static_batching(model, tok, prompts, params, batch_size=args.max_num_seqs))
+        res["one"] = best(res["one"], one_at_a_time(model, tok, prompts, params))
+        for prefix in (False, True):
+            e = make_engine(prefix, seats=n)
+            res[prefix] = best(res[prefix], (e.generate(sp_prompts, sp_params), e.last_stats))
+        print(f"round {r + 1}/{args.rounds}: engine {res['engine'][1].wall_s:.2f} s, static {res['static'][1].wall_s:.2f} s, "
+              f"one at a time {res['one'][1].wall_s:.2f} s (best so far)", flush=True)
+    (eng_out, eng), (st_out, st), (one_out, one) = res["engine"], res["static"], res["one"]
+    print(f"engine          {eng}")
+    print(f"static batching {st.generated_tokens} tokens in {st.wall_s:.2f} s = {st.throughput:.0f} tokens/s; "
+          f"mean TTFT {st.mean_ttft_s * 1e3:.0f} ms, end-to-end {st.mean_e2e_s * 1e3:.0f} ms")
+    print(f"one at a time   {one.generated_tokens} tokens in {one.wall_s:.2f} s = {one.throughput:.0f} tokens/s; "
+          f"mean TTFT {one.mean_ttft_s * 1e3:.0f} ms, end-to-end {one.mean_e2e_s * 1e3:.0f} ms")
+    same = all(a.tokens == b.tokens == c.tokens for a, b, c in zip(eng_out, st_out, one_out))
+    print(f"same greedy tokens on all three paths: {same}")
+    runs = {k: (res[k][1], [o.tokens for o in res[k][0]]) for k in (False, True)}
     for prefix in (False, True):
-        e = make_engine(prefix, seats=n)
-        out = e.generate(sp_prompts, sp_params)
-        runs[prefix] = (e.last_stats, [o.tokens for o in out])
-        print(f"prefix caching {'on ' if prefix else 'off'} {e.last_stats}", flush=True)
+        print(f"prefix caching {'on ' if prefix else 'off'} {runs[prefix][0]}")
     print(f"same greedy tokens with and without prefix caching: {runs[True][1] == runs[False][1]}")
 
     print(f"engine_tokens_per_s: {eng.throughput:.1f}")

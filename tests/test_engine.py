@@ -242,6 +242,10 @@ def test_bad_requests_are_clear_errors_and_nothing_is_queued():
         engine.generate(["ok"], {"max_tokens": 4})
     with pytest.raises(ValueError, match="one per prompt"):
         engine.generate(["a", "b"], [sp])
+    with pytest.raises(ValueError, match="arrival_times"):
+        engine.generate(["a", "b"], sp, arrival_times=[0.0, -1.0])
+    with pytest.raises(ValueError, match="empty"):
+        engine.stream(["ok", ""], sp)                            # checked before anything runs
     with pytest.raises(TypeError, match="prompt"):
         engine.add_request(42, sp)
     with pytest.raises(ValueError, match="vocab_size"):

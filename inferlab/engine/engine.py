@@ -139,6 +139,8 @@ class Engine:
         start = self.now()
         out = self.scheduler.schedule(start)
         if not out.scheduled:
+            if self.scheduler.waiting and not self.scheduler.running:   # cannot happen: requests that fit are admitted
+                raise RuntimeError(f"the scheduler admitted nothing with an empty batch: {self.scheduler.waiting[0]}")
             return []
         picks = self.runner.run(out)
         for s in out.scheduled:   # blocks filled by this step, now computed, join the prefix cache
@@ -183,12 +185,17 @@ class Engine:
             sampling_params = [sampling_params] * len(prompts)
         return [self._make_request(p, sp) for p, sp in zip(prompts, sampling_params)]  # all checked before any runs
 
+    @staticmethod
+    def _check_arrivals(arrival_times, n):
+        if arrival_times is None:
+            return [0.0] * n
+        if not isinstance(arrival_times, (list, tuple)) or len(arrival_times) != n or any(
+                not isinstance(t, numbers.Real) or isinstance(t, bool) or not t >= 0 for t in arrival_times):
+            raise ValueError("arrival_times must be one number >= 0 (seconds after the start) per prompt")
+        return list(arrival_times)
+
     def _drive(self, reqs, arrival_times):
         """Add each request when it arrives (seconds after the start), step until all are done; yield events."""
-        if arrival_times is None:
-            arrival_times = [0.0] * len(reqs)
-        if len(arrival_times) != len(reqs) or any(not isinstance(t, numbers.Real) or t < 0 for t in arrival_times):
-            raise ValueError("arrival_times must be one number >= 0 (seconds after the start) per prompt")
         order = sorted(range(len(reqs)), key=lambda i: arrival_times[i])
         start, nxt = self.now(), 0
         while nxt < len(order) or any(not r.is_finished for r in reqs):
@@ -209,6 +216,7 @@ class Engine:
         16 tokens). ``arrival_times``: seconds after the start at which each request arrives (default: all
         at once). Statistics of the run are in ``engine.last_stats``."""
         reqs = self._requests_for(prompts, sampling_params)
+        arrival_times = self._check_arrivals(arrival_times, len(reqs))
         first_step, start = len(self.trace), self.now()
         bm = self.block_manager
         q0, h0, p0 = bm.prefix_queries, bm.prefix_hits, self.scheduler.num_preemptions
@@ -227,9 +235,10 @@ class Engine:
         return outputs
 
     def stream(self, prompts, sampling_params=None, arrival_times=None):
-        """Like ``generate``, but yield a ``TokenEvent`` for every token as soon as it is picked."""
+        """Like ``generate``, but return an iterator of ``TokenEvent``, one per token as soon as it is picked.
+        Bad input raises here, before anything runs."""
         reqs = self._requests_for(prompts, sampling_params)
-        yield from self._drive(reqs, arrival_times)
+        return self._drive(reqs, self._check_arrivals(arrival_times, len(reqs)))
 
     # --- pictures ---------------------------------------------------------------------------------
     def snapshot(self) -> dict:

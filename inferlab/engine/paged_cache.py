@@ -51,37 +51,29 @@ class PagedBatch:
     def __init__(self, pool: KVPool, block_tables: list[list[int]], num_computed: list[int], num_new: list[int]):
         self.pool = pool
         device = pool.k.device
-        bs = pool.block_size
-        B, T = len(num_new), max(num_new)
-        self.context = [c + n for c, n in zip(num_computed, num_new)]     # tokens each row attends over
-        width = max(-(-n // bs) for n in self.context)                   # blocks in the longest row
-        self.positions = torch.zeros(B, T, dtype=torch.long)
-        self.pad_mask = torch.zeros(B, T, dtype=torch.bool)
-        self.tables = torch.zeros(B, width, dtype=torch.long)            # padded with block 0, masked out
-        write_slots = []
-        for b, (table, c, n) in enumerate(zip(block_tables, num_computed, num_new)):
-            self.positions[b, :n] = torch.arange(c, c + n)
-            self.pad_mask[b, :n] = True
-            used = table[:-(-(c + n) // bs)]
-            self.tables[b, :len(used)] = torch.tensor(used)
-            pos = torch.arange(c, c + n)
-            write_slots.append(self.tables[b, pos // bs] * bs + pos % bs)  # the slot mapping
-        write_slots = torch.cat(write_slots)
-        self.write_slots = write_slots.to(device)
+        bs, kv = pool.block_size, pool.config.n_kv_head
+        T = max(num_new)
+        context = [c + n for c, n in zip(num_computed, num_new)]          # tokens each row attends over
+        used = [-(-n // bs) for n in context]                             # blocks each row reads
+        width = max(used)
+        tables = torch.tensor([t[:u] + [0] * (width - u) for t, u in zip(block_tables, used)])  # pad: block 0, masked
+        steps = torch.arange(T)[None, :]
+        pad_mask = steps < torch.tensor(num_new)[:, None]                 # [B, T] real new tokens
+        positions = torch.where(pad_mask, torch.tensor(num_computed)[:, None] + steps, 0)
+        # the slot mapping: where each new token's key/value goes = physical block * block_size + offset
+        slots = tables.gather(1, positions // bs) * bs + positions % bs
+        write_slots = slots[pad_mask]
         # the pool seen as rows of [block_size, head_dim], one row per (block, kv head): row = block * KV + head
-        kv = pool.config.n_kv_head
         heads = torch.arange(kv)
-        rows = ((write_slots // bs)[:, None] * kv + heads) * bs + (write_slots % bs)[:, None]
-        self.write_rows = rows.flatten().to(device)                       # [N * KV] token rows of [head_dim]
-        self.read_rows = (self.tables[:, None, :] * kv + heads[None, :, None]).flatten().to(device)  # [B * KV * width]
-        self.real = self.pad_mask.flatten().nonzero().flatten().to(device)   # which of the B*T queries are tokens
+        write_rows = ((write_slots // bs)[:, None] * kv + heads) * bs + (write_slots % bs)[:, None]
+        read_rows = tables[:, None, :] * kv + heads[None, :, None]       # [B, KV, width]
         key_pos = torch.arange(width * bs)
-        visible = key_pos[None, None, :] <= self.positions[:, :, None]                  # causal
-        visible &= key_pos[None, None, :] < torch.tensor(self.context)[:, None, None]   # own sequence only
-        visible &= self.pad_mask[:, :, None]                                            # padding sees nothing
-        self.tables = self.tables.to(device)
-        self.mask = visible[:, None].to(device)                                        # [B, 1, T, S]
-        self.positions, self.pad_mask = self.positions.to(device), self.pad_mask.to(device)
+        mask = (key_pos[None, None, :] <= positions[:, :, None]) & pad_mask[:, :, None]  # causal, own sequence
+        self.positions, self.pad_mask = positions.to(device), pad_mask.to(device)
+        self.tables, self.write_slots = tables.to(device), write_slots.to(device)
+        self.write_rows, self.read_rows = write_rows.flatten().to(device), read_rows.flatten().to(device)
+        self.real = pad_mask.flatten().nonzero().flatten().to(device)    # which of the B*T queries are tokens
+        self.mask = mask[:, None].to(device)                              # [B, 1, T, S]; padding sees nothing
 
     # --- the three calls the model makes -------------------------------------------------------
     def attention_mask(self, T: int, pad_mask):

@@ -26,10 +26,12 @@ class ModelRunner:
         device = self.model.device
         cache = PagedBatch(self.pool, [s.request.block_table for s in group],
                            [s.request.num_computed for s in group], [s.num_new for s in group])
-        idx = torch.zeros(cache.pad_mask.shape, dtype=torch.long)
-        for b, s in enumerate(group):
+        T = cache.pad_mask.shape[1]
+        rows = []
+        for s in group:
             c = s.request.num_computed
-            idx[b, :s.num_new] = torch.tensor(s.request.tokens[c:c + s.num_new])
+            rows.append(s.request.tokens[c:c + s.num_new] + [0] * (T - s.num_new))
+        idx = torch.tensor(rows)
         logits = self.model(idx.to(device), positions=cache.positions, cache=cache, pad_mask=cache.pad_mask)
         last = torch.tensor([s.num_new - 1 for s in group], device=device)
         return logits[torch.arange(len(group), device=device), last]

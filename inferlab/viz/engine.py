@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 DPI = 90
 WAIT, PREFILL, DECODE, HELD = "#d9d9d9", "#e1812c", "#3b75af", "#c6dbef"
@@ -48,6 +49,7 @@ def plot_timeline(runs: dict, max_requests: int | None = None) -> Figure:
                 if b > a:
                     ax.barh(row, b - a, left=a, height=0.8, color=color, lw=0)
         ax.set_ylim(len(shown) - 0.4, -0.6)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("request")
         tput = f"{stats.throughput:.0f} tokens/s" if stats is not None else ""
         ttft = f"mean TTFT {stats.mean_ttft_s * 1e3:.0f} ms" if stats is not None else ""
@@ -55,9 +57,9 @@ def plot_timeline(runs: dict, max_requests: int | None = None) -> Figure:
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel("time (s)")
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE, HELD)]
-    axes[0].legend(handles, ["waiting", "prefill (to first token)", "decoding", "done, held for the batch"],
-                   fontsize=8, ncol=4, loc="lower right")
-    fig.tight_layout()
+    fig.legend(handles, ["waiting", "prefill (to first token)", "decoding", "done, held for the batch"],
+               fontsize=8, ncol=4, loc="upper center")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return fig
 
 
@@ -74,6 +76,7 @@ def plot_step_trace(trace, max_steps: int = 80) -> Figure:
     ax.bar(steps, dec, bottom=pre, color=DECODE, label="decode tokens")
     if trace:
         ax.axhline(trace[0].budget, color="k", ls="--", lw=1, label=f"budget (max_num_batched_tokens={trace[0].budget})")
+        ax.set_ylim(0, trace[0].budget * 1.3)
     for r in trace:
         if r.preempted:
             ax.annotate("preempt", (r.step, r.tokens), xytext=(0, 4), textcoords="offset points", ha="center",
@@ -248,6 +251,7 @@ def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 2048, block_size: i
         if m.num_preemptions:
             ax.text(m.finished, row, f" preempted ×{m.num_preemptions}", va="center", fontsize=7, color="#c44e52")
     ax.set_ylim(len(outputs) - 0.4, -0.6)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("time (s)")
     ax.set_ylabel("request")
     ax.set_title(f"{engine.num_blocks} blocks x {engine.block_size} tokens; {arrival_rate:g} requests/s",
