@@ -102,6 +102,15 @@ class KVCache:
         self.valid.zero_()
         self.length = 0
 
+    def truncate(self, length: int):
+        """Forget every slot from ``length`` on (speculative decoding rolls back rejected tokens, notebook 05).
+        The kept slots are untouched; the forgotten ones are overwritten by the next append."""
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length <= self.length:
+            raise ValueError(f"truncate length must be an int in [0, {self.length}] (tokens cached), got {length!r}")
+        self.valid[:, length:] = False
+        self.length = length
+        self._pending = 0
+
 
 class ConcatKVCache:
     """The naive cache: starts empty and grows by ``torch.cat`` every step (a full copy each time).

@@ -1,0 +1,24 @@
+"""Inference optimizations, each measured for speed, memory and quality (notebook 05).
+
+One idea per module:
+
+* ``quantize``: int8 per channel, q8_0 and q4_0 blocks (``quantize_model``);
+* ``precision``: bfloat16 / float16 against float32 (``to_precision``);
+* ``tiled_attention``: the online softmax behind FlashAttention (``tiled_attention``);
+* ``speculative``: a draft model proposes, the target verifies (``speculative_generate``);
+* ``compile``: a static cache and ``torch.compile`` (opt-in);
+* ``measure``: the shared yardsticks (decode step time, held-out loss, greedy agreement, batching, GQA).
+"""
+from .compile import StaticKVCache, compile_model
+from .measure import batching_sweep, decode_step_time, gqa_sweep, greedy_agreement, heldout_loss, inference_mode_cost
+from .precision import PRECISIONS, native_support, to_precision
+from .quantize import (SCHEMES, QuantizedEmbedding, QuantizedLinear, dequantize_tensor, quantize_model, quantize_tensor,
+                       quantized_bytes, weight_bytes)
+from .speculative import SpeculativeResult, expected_speedup, residual, speculative_generate
+from .tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention
+
+__all__ = ["StaticKVCache", "compile_model", "batching_sweep", "decode_step_time", "gqa_sweep", "greedy_agreement",
+           "heldout_loss", "inference_mode_cost", "PRECISIONS", "native_support", "to_precision", "SCHEMES",
+           "QuantizedEmbedding", "QuantizedLinear", "dequantize_tensor", "quantize_model", "quantize_tensor",
+           "quantized_bytes", "weight_bytes", "SpeculativeResult", "expected_speedup", "residual",
+           "speculative_generate", "largest_intermediate_bytes", "standard_attention", "tiled_attention"]

@@ -1,0 +1,302 @@
+"""inferlab.optimize (notebook 05): quantization bounds, tiled attention, speculative decoding, truncate."""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import inferlab as il
+from conftest import random_model, small_configs
+from inferlab.optimize import compile as opt_compile
+from inferlab.corpus import load_corpus, split_corpus
+from inferlab.optimize import measure, precision, quantize, speculative
+from inferlab.optimize.tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention
+from inferlab.train import token_tensor
+
+PROMPTS = ["The return value of a function is", "import os", "Lists are mutable sequences"]
+
+
+# --- quantization ------------------------------------------------------------------------------------
+
+@given(st.integers(1, 6), st.sampled_from([32, 64, 96]), st.sampled_from(quantize.SCHEMES),
+       st.sampled_from([8, 16, 32]), st.floats(1e-3, 10.0), st.integers(0, 1000))
+def test_quantize_dequantize_error_within_half_a_scale(rows, cols, scheme, group, magnitude, seed):
+    w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * magnitude
+    q, scale = quantize.quantize_tensor(w, scheme, group)
+    w_hat = quantize.dequantize_tensor(q, scale, scheme, group)
+    per_element = scale.float()[:, None] if scheme == "int8" else scale.float().repeat_interleave(group, dim=1)
+    assert (w - w_hat).abs().le(per_element / 2 * (1 + 1e-6) + 1e-12).all()
+    if scheme == "q4_0":
+        assert q.dtype == torch.uint8 and q.shape == (rows, cols // 2)
+    else:
+        assert q.dtype == torch.int8 and q.abs().max() <= 127
+
+
+def test_zero_blocks_and_exact_levels_survive():
+    w = torch.zeros(2, 64)
+    w[1, :32] = torch.arange(-16, 16) / 16 * 7  # exactly representable in q4_0
+    for scheme in quantize.SCHEMES:
+        q, s = quantize.quantize_tensor(w, scheme)
+        assert torch.isfinite(quantize.dequantize_tensor(q, s, scheme)).all()
+    q, s = quantize.quantize_tensor(w, "q4_0")
+    assert torch.equal(quantize.dequantize_tensor(q, s, "q4_0")[0], w[0])
+
+
+@pytest.mark.parametrize("scheme, bits", [("q8_0", 8.5), ("q4_0", 4.5)])
+def test_block_formats_store_their_promised_bits(scheme, bits):
+    layer = torch.nn.Linear(256, 96, bias=False)
+    ql = quantize.QuantizedLinear(layer, scheme, 32)
+    stored = ql.qweight.numel() * ql.qweight.element_size() + ql.scale.numel() * ql.scale.element_size()
+    assert stored == quantize.quantized_bytes(96, 256, scheme, 32) == 96 * 256 * bits / 8
+    assert quantize.bits_per_weight(scheme, 32) == bits
+
+
+@pytest.mark.parametrize("scheme", quantize.SCHEMES)
+def test_quantized_linear_matches_its_dequantized_weight(scheme):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48)
+    ql = quantize.QuantizedLinear(layer, scheme, 16)
+    x = torch.randn(3, 5, 64)
+    want = F.linear(x, ql.dequantized_weight(), layer.bias)
+    assert torch.allclose(ql(x), want, atol=1e-5)
+    assert torch.allclose(ql(x), layer(x), atol=0.2)
+
+
+def test_quantize_model_keeps_the_original_and_works_on_every_path(pretrained):
+    model, tok = pretrained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    q = quantize.quantize_model(model, "int8")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(isinstance(m, torch.nn.Linear) for m in q.modules())
+    ratio = quantize.weight_bytes(model) / quantize.weight_bytes(q)
+    assert ratio >= 3.9
+    a = il.generate(q, tok, PROMPTS[0], max_new_tokens=8)
+    b = il.generate(q, tok, PROMPTS[0], max_new_tokens=8, use_cache=False)
+    c = il.generate_batch(q, tok, PROMPTS[:2], max_new_tokens=8)
+    assert a.tokens == b.tokens == c[0].tokens
+
+
+def test_quantized_model_holds_its_quality(pretrained):
+    model, tok = pretrained
+    data = token_tensor(tok, split_corpus(load_corpus())[1])
+    base = measure.heldout_loss(model, data, max_windows=4)
+    for scheme, tolerance in (("int8", 0.01), ("q8_0", 0.01), ("q4_0", 0.05)):
+        loss = measure.heldout_loss(quantize.quantize_model(model, scheme), data, max_windows=4)
+        assert abs(loss - base) / base < tolerance, scheme
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: quantize.quantize_model(m, "int4"), "unknown quantization scheme"),
+    (lambda m: quantize.quantize_model(m, "q4_0", group_size=24), "group_size 24 does not divide"),
+    (lambda m: quantize.quantize_model(m, "q8_0", group_size=0), "group_size must be a positive int"),
+    (lambda m: quantize.quantize_tensor(torch.randn(4, 40), "q8_0", 32), "does not divide the row width 40"),
+])
+def test_bad_quantization_input_is_a_clear_error(call, match):
+    model = random_model(il.ModelConfig(vocab_size=64, d_model=64, n_layer=1, n_head=2, arch="llama"))
+    with pytest.raises(ValueError, match=match):
+        call(model)
+
+
+def test_untied_gpt2_quantizes_too():
+    cfg = il.ModelConfig(vocab_size=300, d_model=64, n_layer=2, n_head=4, arch="gpt2", tie_embeddings=False,
+                         max_seq_len=32)
+    model = random_model(cfg)
+    q = quantize.quantize_model(model, "q8_0")
+    x = torch.randint(0, 300, (2, 10))
+    with torch.inference_mode():
+        got, want = q(x), model(x)
+    assert isinstance(q.tok_emb, quantize.QuantizedEmbedding) and q.tok_emb.qweight is not q.lm_head.qweight
+    assert (got - want).norm() / want.norm() < 0.05
+
+
+# --- precision -----------------------------------------------------------------------------------------
+
+def test_to_precision_copies_and_errors():
+    model = random_model(il.ModelConfig(vocab_size=64, d_model=32, n_layer=1, n_head=2, arch="llama"))
+    half = precision.to_precision(model, "bfloat16")
+    assert half.dtype == torch.bfloat16 and model.dtype == torch.float32
+    assert precision.native_support("float32") == ["float32"]
+    with pytest.raises(ValueError, match="unknown precision"):
+        precision.to_precision(model, "int3")
+
+
+# --- tiled attention ------------------------------------------------------------------------------------
+
+@given(st.integers(1, 2), st.sampled_from([(1, 1), (4, 2), (4, 1), (2, 2)]), st.integers(1, 70), st.integers(0, 40),
+       st.sampled_from([8, 16]), st.booleans(), st.integers(1, 33), st.integers(1, 33))
+@settings(max_examples=30)
+def test_tiled_attention_equals_sdpa(B, heads, T, extra, d, causal, block_q, block_k):
+    H, KV = heads
+    S = T + extra
+    gen = torch.Generator().manual_seed(T * 100 + S)
+    q = torch.randn(B, H, T, d, generator=gen)
+    k = torch.randn(B, KV, S, d, generator=gen)
+    v = torch.randn(B, KV, S, d, generator=gen)
+    kk, vv = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
+    mask = torch.ones(T, S, dtype=torch.bool).tril(S - T) if causal else None
+    want = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+    got = tiled_attention(q, k, v, causal=causal, block_q=block_q, block_k=block_k)
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(standard_attention(q, k, v, causal), want, atol=1e-5, rtol=1e-5)
+
+
+def test_tiled_attention_memory_grows_linearly():
+    sizes = {}
+    for T in (256, 512, 1024):
+        q = k = v = torch.randn(1, 2, T, 64)
+        sizes[T] = (largest_intermediate_bytes(tiled_attention, q, k, v, True)[0],
+                    largest_intermediate_bytes(standard_attention, q, k, v, True)[0])
+    assert sizes[1024][0] == 4 * sizes[256][0]        # linear: the output [T, d] is the largest tensor
+    assert sizes[1024][1] == 16 * sizes[256][1]       # quadratic: the [T, T] score matrix
+    assert sizes[1024][1] > 10 * sizes[1024][0]
+
+
+def test_tiled_attention_bad_shapes():
+    with pytest.raises(ValueError, match="KV dividing H"):
+        tiled_attention(torch.randn(1, 3, 4, 8), torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8))
+    with pytest.raises(ValueError, match="at least as many keys"):
+        tiled_attention(torch.randn(1, 2, 4, 8), torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8), causal=True)
+
+
+# --- KVCache.truncate -------------------------------------------------------------------------------------
+
+def test_truncate_rolls_back_exactly():
+    cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, n_kv_head=2, arch="llama", max_seq_len=32)
+    model = random_model(cfg)
+    x = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        full = model(x)
+        cache = il.KVCache(cfg, capacity=20)
+        model(x[:, :8], cache=cache)
+        model(torch.randint(0, 64, (1, 5)), cache=cache)  # tokens that get rejected
+        cache.truncate(8)
+        assert cache.length == 8 and cache.tokens() == [8]
+        rest = model(x[:, 8:], cache=cache)
+    assert torch.allclose(rest, full[:, 8:], atol=1e-5)
+    with pytest.raises(ValueError, match="truncate length"):
+        cache.truncate(13)
+    with pytest.raises(ValueError, match="truncate length"):
+        cache.truncate(-1)
+
+
+# --- speculative decoding -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", [1, 3, 5])
+def test_speculative_greedy_equals_target_greedy_bundled(pretrained, gamma):
+    model, tok = pretrained
+    draft, _ = il.load_pretrained("draft")
+    for prompt in PROMPTS:
+        want = il.generate(model, tok, prompt, max_new_tokens=24).tokens
+        got = speculative.speculative_generate(model, draft, tok, prompt, 24, gamma=gamma)
+        assert got.tokens == want
+        assert got.accepted <= got.judged <= got.proposed and got.rounds <= 24
+
+
+@given(small_configs(), st.integers(1, 5), st.integers(1, 12), st.integers(1, 20), st.integers(0, 10**6))
+def test_speculative_greedy_equals_target_on_random_configs(cfg, gamma, prompt_len, n_new, seed):
+    target = random_model(cfg, seed)
+    draft_cfg = cfg.with_(n_layer=1, n_head=cfg.n_kv_head, d_model=cfg.n_kv_head * cfg.head_dim)
+    draft = random_model(draft_cfg, seed + 1)
+    ids = torch.randint(0, cfg.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(seed)).tolist()
+    want = il.generate(target, il.BPETokenizer(), ids, max_new_tokens=n_new).tokens
+    got = speculative.speculative_generate(target, draft, None, ids, n_new, gamma=gamma)
+    assert got.tokens == want
+    same = speculative.speculative_generate(target, target, None, ids, n_new, gamma=gamma)
+    assert same.tokens == want and same.accepted == same.judged  # a draft equal to the target is always right
+
+
+def _exact_joint(target, prompt, vocab, n, temperature):
+    """P(first n tokens) by enumeration, for a tiny vocabulary."""
+    import itertools
+    probs = {}
+    with torch.inference_mode():
+        for seq in itertools.product(range(vocab), repeat=n):
+            logits = target(torch.tensor([prompt + list(seq)]))[0, len(prompt) - 1:-1]
+            p = torch.softmax(logits.double() / temperature, -1)
+            probs[seq] = float(torch.prod(p[torch.arange(n), torch.tensor(seq)]))
+    return probs
+
+
+def test_speculative_sampling_follows_the_target_distribution():
+    from scipy.stats import chisquare
+    vocab, n, samples = 4, 3, 1500
+    cfg = il.ModelConfig(vocab_size=vocab, d_model=16, n_layer=1, n_head=2, arch="llama", max_seq_len=16)
+    target, draft = random_model(cfg, 1), random_model(cfg, 2)  # different weights: many rejections
+    prompt = [1, 2, 3]
+    exact = _exact_joint(target, prompt, vocab, n, 1.0)
+    counts = {k: 0 for k in exact}
+    judged = accepted = 0
+    for seed in range(samples):
+        r = speculative.speculative_generate(target, draft, None, prompt, n, gamma=2, temperature=1.0, seed=seed)
+        counts[tuple(r.tokens)] += 1
+        judged, accepted = judged + r.judged, accepted + r.accepted
+    assert 0.2 < accepted / judged < 0.95  # both the accept and the resample branches ran
+    keys = sorted(exact)
+    observed = [counts[k] for k in keys]
+    expected = [exact[k] * samples for k in keys]
+    assert chisquare(observed, expected).pvalue > 0.001
+    draft_only = _exact_joint(draft, prompt, vocab, n, 1.0)  # the test can tell distributions apart
+    assert chisquare(observed, [draft_only[k] * samples for k in keys]).pvalue < 1e-6
+
+
+def test_accept_or_resample_follows_p():
+    from scipy.stats import chisquare
+    gen = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    q = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    counts = torch.zeros(4)
+    for _ in range(6000):
+        x = int(torch.multinomial(q, 1, generator=gen))
+        counts[speculative.accept_or_resample(p, q, x, gen)[1]] += 1
+    assert chisquare(counts.numpy(), (p * 6000).numpy()).pvalue > 0.001
+
+
+def test_expected_speedup_formula():
+    assert speculative.expected_speedup(0.8, 4, 0.1) == pytest.approx((1 - 0.8 ** 5) / (0.2 * 1.4))
+    assert speculative.expected_tokens_per_round(1.0, 3) == 4
+    assert speculative.expected_speedup(0.0, 3, 0.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("gamma, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError)])
+def test_bad_gamma_is_a_clear_error(pretrained, gamma, error):
+    model, tok = pretrained
+    with pytest.raises(error, match="gamma"):
+        speculative.speculative_generate(model, model, tok, "import os", 4, gamma=gamma)
+
+
+def test_speculative_bad_input():
+    a = random_model(il.ModelConfig(vocab_size=64, d_model=16, n_layer=1, n_head=2, max_seq_len=16))
+    b = random_model(il.ModelConfig(vocab_size=65, d_model=16, n_layer=1, n_head=2, max_seq_len=16))
+    with pytest.raises(ValueError, match="share the vocabulary"):
+        speculative.speculative_generate(a, b, None, [1, 2], 4)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        speculative.speculative_generate(a, a, None, [1, 2], 15)
+    with pytest.raises(ValueError, match="tokenizer"):
+        speculative.speculative_generate(a, a, None, "text", 4)
+
+
+# --- measurement helpers and the static cache ------------------------------------------------------------
+
+def test_measure_helpers_on_a_tiny_model(byte_tokenizer):
+    cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=4, n_kv_head=2, arch="llama", max_seq_len=64)
+    model = random_model(cfg)
+    assert measure.decode_step_time(model, 10, warmup=0, repeats=2).median_s > 0
+    cost = measure.inference_mode_cost(model, 2, 16, repeats=1)
+    assert cost.train_saved_bytes > 0 and cost.inference_saved_bytes == 0 and not model.training
+    points = measure.batching_sweep(model, byte_tokenizer, ["ab", "cde"], (1, 2), max_new_tokens=3, repeats=1)
+    assert [p.batch_size for p in points] == [1, 2] and all(p.tokens_per_s > 0 for p in points)
+    assert measure.greedy_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == (0.75, 2)
+    gqa = measure.gqa_sweep(cfg.with_(n_head=4, n_kv_head=4), (None, 2, 1), context=16, batch_size=2, repeats=1)
+    assert [p.cache_bytes for p in gqa] == [2 * 4 * 8 * 16 * 2 * 4 // k for k in (1, 2, 4)]
+    assert [p.kind for p in gqa] == ["multi-head", "grouped-query", "multi-query"]
+
+
+def test_static_cache_gives_the_same_logits():
+    cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, n_kv_head=2, arch="llama", max_seq_len=32)
+    model = random_model(cfg)
+    x = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        full = model(x)
+        cache = opt_compile.StaticKVCache(cfg, capacity=16)
+        parts = [model(x[:, :6], cache=cache)] + [model(x[:, t:t + 1], cache=cache) for t in range(6, 10)]
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
