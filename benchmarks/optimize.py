@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
+from inferlab.timing import cpu_model  # noqa: E402
 from inferlab.corpus import load_corpus, split_corpus  # noqa: E402
 from inferlab.optimize import compile as opt_compile  # noqa: E402
 from inferlab.optimize import measure, precision, quantize, speculative  # noqa: E402
@@ -32,16 +32,6 @@ from inferlab.timing import measure as time_it  # noqa: E402
 from inferlab.train import token_tensor  # noqa: E402
 
 PROMPTS = ["The return value of a function is", "import os", "Lists are mutable sequences"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():

@@ -6,10 +6,12 @@ alternative, but note it runs on one thread unless told otherwise.
 """
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -84,3 +86,14 @@ def first_calls(fn, calls: int = 5, device=None) -> list:
         synchronize(device)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's name (from /proc/cpuinfo on Linux), for the machine line every benchmark prints."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 # Split before merging so a token never spans a word boundary (the GPT-2 idea, with plain `re`).
-SPLIT_PATTERN = re.compile(r"""'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d{1,3}| ?[^\s\w]+|\s+(?!\S)|\s+""")
+# Every character falls in exactly one class: letters, digits, punctuation (underscore included), spaces.
+SPLIT_PATTERN = re.compile(r"""'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d{1,3}| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
 
 
 def _pieces(text: str) -> list[bytes]:

@@ -1,9 +1,10 @@
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import inferlab as il
 from inferlab.pretrained import load_tokenizer
+from inferlab.tokenizer import _pieces
 
 SAMPLE = "The assert statement inserts debugging assertions into a program. " * 3 + "naïve café 🚀 日本語"
 
@@ -19,15 +20,22 @@ def bundled_tok():
 
 
 @given(st.text(max_size=200))
+@example("snake_case __init__ _ x² ½ it's\t\r\n")
 def test_any_unicode_round_trips_with_the_bundled_tokenizer(text):
     tok = load_tokenizer()
     assert tok.decode(tok.encode(text)) == text
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=100))
+@example("__init__ and max_seq_len")
 def test_any_unicode_round_trips_with_a_tiny_tokenizer(text):
     tok = il.BPETokenizer.train(SAMPLE, 300)
     assert tok.decode(tok.encode(text)) == text
+
+
+@given(st.text(max_size=300))
+def test_the_split_into_pieces_loses_no_character(text):
+    assert b"".join(_pieces(text)) == text.encode("utf-8")
 
 
 def test_training_learns_merges_that_shorten_text(tiny_tok):

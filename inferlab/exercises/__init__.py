@@ -12,6 +12,8 @@ The verdict functions return True/False so tests can drive them with right and w
 from __future__ import annotations
 
 import importlib
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +27,22 @@ class Exercise:
 
 
 REGISTRY: dict[str, Exercise] = {}
+
+
+def as_number(answer) -> float:
+    """A learner's numeric answer as a float (a one-element tensor counts); a clear error otherwise."""
+    if hasattr(answer, "numel") and hasattr(answer, "item") and answer.numel() == 1:
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        raise TypeError(f"expected a number, got {type(answer).__name__}")
+    if not math.isfinite(answer):
+        raise ValueError(f"expected a finite number, got {answer}")
+    return float(answer)
+
+
+def is_close(a: float, b: float, rel: float = 0.01) -> bool:
+    """Within ``rel`` (relative) of the right answer ``b``."""
+    return abs(a - b) <= rel * abs(b)
 
 
 def exercise(key: str, question: str, solution: str):

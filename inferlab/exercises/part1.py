@@ -5,22 +5,8 @@ Each verify function recomputes the right answer from the package itself (the mo
 """
 from __future__ import annotations
 
-import math
-import numbers
 
-from . import exercise
-
-
-def _number(answer) -> float:
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        raise TypeError(f"expected a number, got {type(answer).__name__}")
-    if not math.isfinite(answer):
-        raise ValueError(f"expected a finite number, got {answer}")
-    return float(answer)
-
-
-def _close(a: float, b: float, rel: float = 0.01) -> bool:
-    return abs(a - b) <= rel * abs(b)
+from . import as_number as _number, is_close as _close, exercise
 
 
 def adamw_state_bytes(config_name: str = "inferlab-main") -> int:

@@ -5,33 +5,17 @@ Every check recomputes the right answer with the package's own code (``counting`
 """
 from __future__ import annotations
 
-import math
-import numbers
 from functools import lru_cache
 
 import torch
 
-from . import exercise
+from . import as_number as _number, is_close as _close, exercise
 
 EX31 = {"model": "qwen2.5-0.5b", "seq_len": 32768, "dtype": torch.bfloat16}
 EX32 = {"model": "llama-2-7b", "seq_len": 4096, "memory_gb": 80, "dtype": torch.float16}
 EX33_PROMPT = "The return value of a function is"
 EX33_NEW_TOKENS = 8
 EX34 = {"model": "llama-3-8b", "batch_size": 16, "dtype": torch.float16}
-
-
-def _number(answer) -> float:
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        raise TypeError(f"expected a number, got {type(answer).__name__}")
-    if not math.isfinite(answer):
-        raise ValueError(f"expected a finite number, got {answer}")
-    return float(answer)
-
-
-def _close(a: float, b: float, rel: float = 0.01) -> bool:
-    return abs(a - b) <= rel * abs(b)
 
 
 def _config(name):

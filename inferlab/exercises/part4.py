@@ -5,31 +5,15 @@ Every check recomputes the right answer with the package's own code (``counting`
 """
 from __future__ import annotations
 
-import math
-import numbers
 
 import torch
 
-from . import exercise
+from . import as_number as _number, is_close as _close, exercise
 
 EX41 = {"model": "llama-2-7b", "batch_size": 8, "n_context": 1024, "dtype": torch.float16}
 EX42 = {"model": "llama-3-8b", "hardware": "h100", "n_context": 1, "dtype": torch.bfloat16}
 EX43 = {"model": "llama-2-7b", "hardware": "a100", "dtype": torch.float16}
 EX44 = {"rate": 1.6, "service_s": 0.5}
-
-
-def _number(answer) -> float:
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        raise TypeError(f"expected a number, got {type(answer).__name__}")
-    if not math.isfinite(answer):
-        raise ValueError(f"expected a finite number, got {answer}")
-    return float(answer)
-
-
-def _close(a: float, b: float, rel: float) -> bool:
-    return abs(a - b) <= rel * abs(b)
 
 
 def _config(name):

@@ -6,24 +6,13 @@ Every check recomputes the right answer with the package's own code (``optimize.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from . import exercise
+from . import as_number as _number, exercise
 
 EX51 = {"out_features": 4096, "in_features": 4096, "scheme": "q4_0", "group_size": 32}
 EX52 = {"alpha": 0.8, "gamma": 4, "c": 0.1}
-
-
-def _number(answer) -> float:
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        raise TypeError(f"expected a number, got {type(answer).__name__}")
-    if not math.isfinite(answer):
-        raise ValueError(f"expected a finite number, got {answer}")
-    return float(answer)
 
 
 @exercise(
