@@ -16,6 +16,16 @@ from inferlab.train import token_tensor
 PROMPTS = ["The return value of a function is", "import os", "Lists are mutable sequences"]
 
 
+def chisquare_pvalue(observed, expected) -> float:
+    """Pearson's chi-square goodness-of-fit p-value (k - 1 degrees of freedom), from torch alone:
+    P(X > stat) for X ~ chi2(df) is the regularized upper incomplete gamma Q(df / 2, stat / 2)."""
+    o = torch.as_tensor(observed, dtype=torch.float64).flatten()
+    e = torch.as_tensor(expected, dtype=torch.float64).flatten()
+    stat = ((o - e) ** 2 / e).sum()
+    df = torch.tensor((o.numel() - 1) / 2, dtype=torch.float64)
+    return float(torch.special.gammaincc(df, stat / 2))
+
+
 # --- quantization ------------------------------------------------------------------------------------
 
 @given(st.integers(1, 6), st.sampled_from([32, 64, 96]), st.sampled_from(quantize.SCHEMES),
@@ -218,7 +228,6 @@ def _exact_joint(target, prompt, vocab, n, temperature):
 
 
 def test_speculative_sampling_follows_the_target_distribution():
-    from scipy.stats import chisquare
     vocab, n, samples = 4, 3, 1500
     cfg = il.ModelConfig(vocab_size=vocab, d_model=16, n_layer=1, n_head=2, arch="llama", max_seq_len=16)
     target, draft = random_model(cfg, 1), random_model(cfg, 2)  # different weights: many rejections
@@ -234,13 +243,12 @@ def test_speculative_sampling_follows_the_target_distribution():
     keys = sorted(exact)
     observed = [counts[k] for k in keys]
     expected = [exact[k] * samples for k in keys]
-    assert chisquare(observed, expected).pvalue > 0.001
+    assert chisquare_pvalue(observed, expected) > 0.001
     draft_only = _exact_joint(draft, prompt, vocab, n, 1.0)  # the test can tell distributions apart
-    assert chisquare(observed, [draft_only[k] * samples for k in keys]).pvalue < 1e-6
+    assert chisquare_pvalue(observed, [draft_only[k] * samples for k in keys]) < 1e-6
 
 
 def test_accept_or_resample_follows_p():
-    from scipy.stats import chisquare
     gen = torch.Generator().manual_seed(0)
     p = torch.tensor([0.5, 0.3, 0.15, 0.05])
     q = torch.tensor([0.1, 0.2, 0.3, 0.4])
@@ -248,7 +256,7 @@ def test_accept_or_resample_follows_p():
     for _ in range(6000):
         x = int(torch.multinomial(q, 1, generator=gen))
         counts[speculative.accept_or_resample(p, q, x, gen)[1]] += 1
-    assert chisquare(counts.numpy(), (p * 6000).numpy()).pvalue > 0.001
+    assert chisquare_pvalue(counts, p * 6000) > 0.001
 
 
 def test_expected_speedup_formula():
