@@ -163,6 +163,15 @@ class ConcatKVCache:
     def advance(self, T: int):
         self.length += T
 
+    def truncate(self, length: int):
+        """Forget every token from ``length`` on (the kept rows are untouched), like ``KVCache.truncate``."""
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length <= self.length:
+            raise ValueError(f"truncate length must be an int in [0, {self.length}] (tokens cached), got {length!r}")
+        self.k = [k[:, :, :length] for k in self.k]
+        self.v = [v[:, :, :length] for v in self.v]
+        self.valid = self.valid[:, :length]
+        self.length = length
+
     @property
     def bytes_allocated(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)

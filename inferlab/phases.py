@@ -50,17 +50,9 @@ def make_cache(model, kind: str = "contiguous", capacity: int | None = None, bat
 def rewind(cache, length: int) -> None:
     """Forget every cached token after the first ``length``, so one decode step can be timed again and
     again at the same position (notebook 03). The rows kept are untouched."""
-    if not isinstance(length, numbers.Integral) or isinstance(length, bool) or not 0 <= length <= cache.length:
-        raise ValueError(f"length must be an int in [0, {cache.length}] (the tokens cached), got {length!r}")
-    if isinstance(cache, KVCache):
-        cache.valid[:, length:] = False
-    elif isinstance(cache, ConcatKVCache):
-        cache.k = [k[:, :, :length] for k in cache.k]
-        cache.v = [v[:, :, :length] for v in cache.v]
-        cache.valid = cache.valid[:, :length]
-    else:
+    if not isinstance(cache, (KVCache, ConcatKVCache)):
         raise TypeError(f"cache must be a KVCache or ConcatKVCache, got {type(cache).__name__}")
-    cache.length = length
+    cache.truncate(length)
 
 
 def wide_tokenizer(tok: BPETokenizer, vocab_size: int) -> BPETokenizer:
