@@ -82,6 +82,22 @@ def training_snapshot(history, step, width: int = 70):
     return fig
 
 
+def _stacked_bars(ax, bars: list[dict], colors: dict, labels: list[str], unit: str, ylabel: str,
+                  title: str) -> None:
+    """One stacked bar per dict (part -> value), its total written on top (notebook 01's step comparison)."""
+    for i, parts in enumerate(bars):
+        bottom = 0.0
+        for part, value in parts.items():
+            ax.bar(i, value, bottom=bottom, color=colors.get(part, "grey"), width=0.6, label=part if i == 0 else None)
+            bottom += value
+        ax.text(i, bottom, f"{bottom:.1f} {unit}", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(range(len(bars)), labels)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.margins(y=0.15)
+
+
 def plot_step_comparison(train_cost, infer_cost):
     """Time and memory of one training step against one inference pass on the same batch (notebook 01).
 
@@ -89,31 +105,12 @@ def plot_step_comparison(train_cost, infer_cost):
     """
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6))
     labels = ["training step", "inference pass"]
-    for i, cost in enumerate((train_cost, infer_cost)):
-        bottom = 0.0
-        for part, seconds in cost.parts_s.items():
-            ms = seconds * 1e3
-            ax_t.bar(i, ms, bottom=bottom, color=TIME_COLORS.get(part, "grey"), width=0.6,
-                     label=part if i == 0 else None)
-            bottom += ms
-        ax_t.text(i, bottom, f"{bottom:.1f} ms", ha="center", va="bottom", fontsize=9)
-    ax_t.set_xticks([0, 1], labels)
-    ax_t.set_ylabel("time (ms)")
-    ax_t.set_title(f"Time: training step = {train_cost.seconds / infer_cost.seconds:.1f}x inference pass")
-    ax_t.legend(fontsize=8)
-    ax_t.margins(y=0.15)
-    for i, cost in enumerate((train_cost, infer_cost)):
-        bottom = 0.0
-        for kind, nbytes in cost.memory.as_dict().items():
-            mb = nbytes / 1e6
-            ax_m.bar(i, mb, bottom=bottom, color=MEMORY_COLORS[kind], width=0.6, label=kind if i == 0 else None)
-            bottom += mb
-        ax_m.text(i, bottom, f"{bottom:.1f} MB", ha="center", va="bottom", fontsize=9)
-    ax_m.set_xticks([0, 1], labels)
-    ax_m.set_ylabel("memory (MB)")
-    ax_m.set_title(f"Memory: training step = {train_cost.memory.total / infer_cost.memory.total:.1f}x inference pass")
-    ax_m.legend(fontsize=8)
-    ax_m.margins(y=0.15)
+    _stacked_bars(ax_t, [{k: v * 1e3 for k, v in c.parts_s.items()} for c in (train_cost, infer_cost)],
+                  TIME_COLORS, labels, "ms", "time (ms)",
+                  f"Time: training step = {train_cost.seconds / infer_cost.seconds:.1f}x inference pass")
+    _stacked_bars(ax_m, [{k: v / 1e6 for k, v in c.memory.as_dict().items()} for c in (train_cost, infer_cost)],
+                  MEMORY_COLORS, labels, "MB", "memory (MB)",
+                  f"Memory: training step = {train_cost.memory.total / infer_cost.memory.total:.1f}x inference pass")
     fig.tight_layout()
     return fig
 
