@@ -61,7 +61,10 @@ class StreamEvent:
 
 def token_bytes(tok, token_id: int) -> bytes:
     """The bytes of one token. A model with a larger vocabulary than the tokenizer (a real shape with
-    random weights, say) can emit ids the tokenizer lacks: they show as ``<id>``."""
+    random weights, say) can emit ids the tokenizer lacks: they show as ``<id>``. Without a tokenizer
+    (``tok=None``, prompts given as ids) there is no text: empty bytes."""
+    if tok is None:
+        return b""
     return tok.vocab[token_id] if token_id < tok.vocab_size else f"<{token_id}>".encode()
 
 
@@ -74,6 +77,8 @@ def encode_prompt(tok, prompt, max_seq_len: int) -> list[int]:
     if isinstance(prompt, str):
         if not prompt:
             raise ValueError("prompt is empty: give at least one character")
+        if tok is None:
+            raise ValueError("a text prompt needs the tokenizer: pass tok, or give the prompt as a list of token ids")
         ids = tok.encode(prompt)
     elif isinstance(prompt, (list, tuple)) and all(isinstance(i, numbers.Integral) for i in prompt):
         ids = [int(i) for i in prompt]

@@ -119,3 +119,14 @@ def test_generate_batch_bad_input(pretrained):
         il.generate_batch(model, tok, [])
     with pytest.raises(ValueError, match="prompt is empty"):
         il.generate_batch(model, tok, ["ok", ""])
+
+
+def test_token_id_prompts_need_no_tokenizer(pretrained):
+    model, tok = pretrained
+    ids = tok.encode("import os")
+    want = il.generate(model, tok, ids, max_new_tokens=6).tokens
+    assert il.generate(model, None, ids, max_new_tokens=6).tokens == want
+    assert [r.tokens for r in il.generate_batch(model, None, [ids, ids[:1]], max_new_tokens=6)][0] == want
+    assert il.generate(model, None, ids, max_new_tokens=6).text == ""  # no tokenizer, no text
+    with pytest.raises(ValueError, match="needs the tokenizer"):
+        il.generate(model, None, "import os", max_new_tokens=6)

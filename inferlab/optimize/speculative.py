@@ -113,8 +113,6 @@ def speculative_generate(target, draft, tok, prompt, max_new_tokens: int = 50, g
         raise ValueError(f"target and draft must share the vocabulary: {target.config.vocab_size} != "
                          f"{draft.config.vocab_size}")
     max_len = min(target.config.max_seq_len, draft.config.max_seq_len)
-    if tok is None and isinstance(prompt, str):
-        raise ValueError("a text prompt needs the tokenizer; pass tok, or give the prompt as a list of token ids")
     ids = encode_prompt(tok, prompt, max_len)
     _check_max_new(max_new_tokens, len(ids), max_len)
     device = target.device
@@ -192,6 +190,6 @@ def speculative_generate(target, draft, tok, prompt, max_new_tokens: int = 50, g
     finally:
         target.train(modes[0]), draft.train(modes[1])
     out = seq[len(ids):len(ids) + max_new_tokens]
-    text = b"".join(token_bytes(tok, t) for t in out).decode("utf-8", errors="replace") if tok is not None else ""
+    text = b"".join(token_bytes(tok, t) for t in out).decode("utf-8", errors="replace")
     return SpeculativeResult(text, out, ids, rounds, draft_steps, proposed, judged, accepted,
                              time.perf_counter() - start, per_round, draft_s, target_s)
