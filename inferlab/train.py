@@ -75,11 +75,14 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 def train(model, train_data: torch.Tensor, eval_data: torch.Tensor | None = None, steps: int = 1000,
           batch_size: int = 16, seq_len: int = 128, lr: float = 3e-3, warmup: int = 50, weight_decay: float = 0.1,
           eval_every: int = 100, eval_windows: int = 32, seed: int = 0, max_seconds: float | None = None,
-          sample_fn=None, progress: bool = True) -> TrainHistory:
+          sample_fn=None, progress: bool = True, loss_fn=None) -> TrainHistory:
     """Train ``model`` in place for ``steps`` steps (or until ``max_seconds``); return the loss history.
 
     ``sample_fn(model) -> str`` is called at each evaluation to record how samples improve.
+    ``loss_fn(model, x, y) -> loss`` replaces next-token cross-entropy (``lm_loss``) for training steps;
+    distilling a draft model uses it (``optimize.distill``). Evaluation is always held-out ``lm_loss``.
     """
+    loss_fn = lm_loss if loss_fn is None else loss_fn
     for name, value in (("steps", steps), ("batch_size", batch_size), ("seq_len", seq_len), ("eval_every", eval_every)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -111,7 +114,7 @@ def train(model, train_data: torch.Tensor, eval_data: torch.Tensor | None = None
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
         x, y = get_batch(train_data, batch_size, seq_len, generator)
-        loss = lm_loss(model, x.to(device), y.to(device))
+        loss = loss_fn(model, x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

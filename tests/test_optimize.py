@@ -11,7 +11,7 @@ from inferlab.optimize import compile as opt_compile
 from inferlab.corpus import load_corpus, split_corpus
 from inferlab.optimize import measure, precision, quantize, speculative
 from inferlab.optimize.tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention
-from inferlab.train import token_tensor
+from inferlab.train import token_tensor, train
 
 PROMPTS = ["The return value of a function is", "import os", "Lists are mutable sequences"]
 
@@ -308,3 +308,49 @@ def test_static_cache_gives_the_same_logits():
         cache = opt_compile.StaticKVCache(cfg, capacity=16)
         parts = [model(x[:, :6], cache=cache)] + [model(x[:, t:t + 1], cache=cache) for t in range(6, 10)]
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
+
+
+# --- distillation (how the bundled draft is made) ----------------------------------------------------
+
+def test_distillation_loss_is_the_teachers_entropy_for_the_teacher_itself():
+    from inferlab.optimize.distill import distillation_loss
+    teacher = random_model(il.ModelConfig(vocab_size=300, d_model=32, n_layer=1, n_head=2, max_seq_len=32), seed=1)
+    x = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p = teacher(x).softmax(-1)
+    entropy = -(p * p.log()).sum(-1).mean()
+    assert distillation_loss(teacher)(teacher, x, None).item() == pytest.approx(entropy.item(), rel=1e-5)
+
+
+def test_distillation_moves_the_student_towards_the_teacher():
+    from inferlab.optimize.distill import distillation_loss, greedy_continuations
+    cfg = il.ModelConfig(vocab_size=300, d_model=32, n_layer=1, n_head=2, max_seq_len=64)
+    teacher = random_model(cfg, seed=1)
+    student = il.GPT(cfg.with_(d_model=16, n_head=1, n_kv_head=1, d_ff=None))
+    data = torch.randint(0, 300, (2000,), generator=torch.Generator().manual_seed(0))
+    answers = greedy_continuations(teacher, data, num=8, new_tokens=16, prompt_len=(2, 4), batch_size=4)
+    # the stream is prompt + the teacher's greedy continuation, piece after piece
+    first = answers[:40].tolist()
+    for length in (2, 3, 4):
+        prompt = first[:length]
+        if first[length:length + 16] == il.generate(teacher, None, prompt, max_new_tokens=16).tokens:
+            break
+    else:
+        pytest.fail("the first piece is not a prompt followed by the teacher's greedy answer")
+    loss = distillation_loss(teacher)
+    x = answers[:48][None]
+    before = loss(student, x, None).item()
+    train(student, answers, None, steps=30, batch_size=4, seq_len=32, lr=1e-2, warmup=1, progress=False,
+             loss_fn=loss)
+    assert loss(student, x, None).item() < before
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is never trained
+
+
+@pytest.mark.parametrize("kwargs, match", [({"num": 0}, "num"), ({"new_tokens": 0}, "new_tokens"),
+                                           ({"prompt_len": (5, 2)}, "prompt_len")])
+def test_greedy_continuations_bad_input(kwargs, match):
+    from inferlab.optimize.distill import greedy_continuations
+    model = random_model(il.ModelConfig(vocab_size=300, d_model=16, n_layer=1, n_head=1, max_seq_len=32))
+    args = {"num": 2, "new_tokens": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        greedy_continuations(model, torch.arange(100), **args)
