@@ -83,13 +83,15 @@ class BlockManager:
         the same step may share it too, since every layer writes all new keys/values before any row reads."""
         if not self.enable_prefix_caching:
             return
-        bs, tokens = self.block_size, req.tokens
-        prev = None
-        for i in range(min(num_tokens // bs, len(req.block_table))):
-            block = self.blocks[req.block_table[i]]
-            if block.hash is not None:   # registered before (or a shared hit): reuse its hash
-                prev = block.hash
-                continue
+        bs, tokens, table = self.block_size, req.tokens, req.block_table
+        full = min(num_tokens // bs, len(table))
+        # the blocks hashed already (shared hits, earlier steps) are a prefix of the table: skip them, from the end
+        start = full
+        while start > 0 and self.blocks[table[start - 1]].hash is None:
+            start -= 1
+        prev = self.blocks[table[start - 1]].hash if start else None
+        for i in range(start, full):
+            block = self.blocks[table[i]]
             chunk = tuple(tokens[i * bs:(i + 1) * bs])
             prev = block_hash(chunk, prev)
             block.hash, block.token_ids = prev, chunk
@@ -146,10 +148,13 @@ class BlockManager:
     # --- checks and pictures ------------------------------------------------------------------
     def check_invariants(self, requests) -> None:
         """Raise AssertionError unless every reference count equals the number of live block tables
-        holding that block, no table holds a block twice, and the free list holds exactly the unused blocks."""
+        holding that block, no table holds a block twice, each table's hashed blocks come first (what
+        ``register_full_blocks`` relies on), and the free list holds exactly the unused blocks."""
         counts = [0] * self.num_blocks
         for req in requests:
             assert len(set(req.block_table)) == len(req.block_table), f"{req} holds a block twice"
+            hashed = [self.blocks[b].hash is not None for b in req.block_table]
+            assert hashed == sorted(hashed, reverse=True), f"{req}: hashed blocks are not a prefix of its table"
             for b in req.block_table:
                 counts[b] += 1
         for block, n in zip(self.blocks, counts):

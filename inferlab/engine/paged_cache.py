@@ -2,7 +2,7 @@
 
 ``KVPool`` holds the keys and values of every block of every layer, ``[n_layer, num_blocks, n_kv_head,
 block_size, head_dim]``: token slot ``s`` is offset ``s % block_size`` of physical block ``s // block_size``. ``PagedBatch`` is the
-cache object the model sees for one forward pass over a padded ``[B, T]`` batch of new tokens (the
+cache object the model sees for one forward pass over a left-padded ``[B, T]`` batch of new tokens (the
 same three calls as ``KVCache``):
 
 * ``attention_mask`` gives each query the keys at positions up to its own, within its own sequence;
@@ -57,9 +57,12 @@ class PagedBatch:
         used = [-(-n // bs) for n in context]                             # blocks each row reads
         width = max(used)
         tables = torch.tensor([t[:u] + [0] * (width - u) for t, u in zip(block_tables, used)])  # pad: block 0, masked
+        # rows are left-padded: each row's last column is its newest token, so the model can compute the
+        # logits of the last column only (``last_only``), not of every prompt position
+        offset = T - torch.tensor(num_new)[:, None]
         steps = torch.arange(T)[None, :]
-        pad_mask = steps < torch.tensor(num_new)[:, None]                 # [B, T] real new tokens
-        positions = torch.where(pad_mask, torch.tensor(num_computed)[:, None] + steps, 0)
+        pad_mask = steps >= offset                                        # [B, T] real new tokens
+        positions = torch.where(pad_mask, torch.tensor(num_computed)[:, None] + steps - offset, 0)
         # the slot mapping: where each new token's key/value goes = physical block * block_size + offset
         slots = tables.gather(1, positions // bs) * bs + positions % bs
         write_slots = slots[pad_mask]

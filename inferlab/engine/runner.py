@@ -1,6 +1,6 @@
 """The model runner: one engine step's forward pass over the paged cache (notebook 06).
 
-The scheduled requests become padded ``[B, T]`` batches of their new tokens, with explicit positions
+The scheduled requests become left-padded ``[B, T]`` batches of their new tokens, with explicit positions
 and a pad mask, run through the one GPT with a ``PagedBatch`` as its cache. Decoding rows (one token
 each) and prefill rows (many) go in two separate passes, so a long prompt does not pad every
 decoding row to its length. Prefill rows run first: a request that found its prefix in blocks
@@ -28,13 +28,13 @@ class ModelRunner:
                            [s.request.num_computed for s in group], [s.num_new for s in group])
         T = cache.pad_mask.shape[1]
         rows = []
-        for s in group:
+        for s in group:   # left-padded, like the cache's rows: the newest token is in the last column
             c = s.request.num_computed
-            rows.append(s.request.tokens[c:c + s.num_new] + [0] * (T - s.num_new))
+            rows.append([0] * (T - s.num_new) + s.request.tokens[c:c + s.num_new])
         idx = torch.tensor(rows)
-        logits = self.model(idx.to(device), positions=cache.positions, cache=cache, pad_mask=cache.pad_mask)
-        last = torch.tensor([s.num_new - 1 for s in group], device=device)
-        return logits[torch.arange(len(group), device=device), last]
+        logits = self.model(idx.to(device), positions=cache.positions, cache=cache, pad_mask=cache.pad_mask,
+                            last_only=True)
+        return logits[:, -1]
 
     def run(self, out: SchedulerOutput) -> dict:
         """Run one step; return ``{request: next token}`` for each request whose tokens are now all computed.
