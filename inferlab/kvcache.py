@@ -52,18 +52,22 @@ class KVCache:
             raise ValueError(f"KV cache full: {self.length} tokens cached + {T} new > capacity {self.capacity}; "
                              f"create the cache with a larger capacity (at most max_seq_len={self.config.max_seq_len})")
         device = self.valid.device
+        start, end = self.length, self.length + T
+        self._pending = T
+        if pad_mask is None and T == 1:  # decoding one token: it may see every real slot, itself included
+            self.valid[:, start] = True
+            return self.valid[:, None, None, :end].clone(), self.valid[:, :end].sum(-1, keepdim=True) - 1
         if pad_mask is None:
             pad_mask = torch.ones(self.batch_size, T, dtype=torch.bool, device=device)
         if pad_mask.shape[0] != self.batch_size:
+            self._pending = 0
             raise ValueError(f"this cache holds batch_size={self.batch_size} sequences, got a batch of {pad_mask.shape[0]}")
-        start, end = self.length, self.length + T
         counts = self.valid[:, :start].sum(-1, keepdim=True)
         positions = (counts + pad_mask.long().cumsum(-1) - 1).clamp(min=0)
         self.valid[:, start:end] = pad_mask
         key_slot = torch.arange(end, device=device)
         query_slot = torch.arange(start, end, device=device)
         mask = (key_slot[None, :] <= query_slot[:, None])[None, None] & self.valid[:, None, None, :end]
-        self._pending = T
         return mask, positions
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):

@@ -244,3 +244,19 @@ def test_append_checks_k_and_v_by_name(kind):
 def test_bad_arguments_are_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@given(st.integers(1, 4), st.integers(1, 12), st.integers(0, 10**6))
+def test_one_token_fast_path_gives_the_general_mask_and_positions(batch, prompt_len, seed):
+    cfg = il.ModelConfig(vocab_size=300, d_model=16, n_layer=1, n_head=2, max_seq_len=32)
+    g = torch.Generator().manual_seed(seed)
+    pad = torch.rand(batch, prompt_len, generator=g) < 0.7
+    pad[:, -1] = True
+    caches = [il.KVCache(cfg, batch, 20), il.KVCache(cfg, batch, 20)]
+    for c in caches:
+        c.attention_mask(prompt_len, pad)
+        c.advance(prompt_len)
+    fast = caches[0].attention_mask(1, None)                                  # T == 1, no pad mask
+    general = caches[1].attention_mask(1, torch.ones(batch, 1, dtype=torch.bool))
+    assert torch.equal(fast[0], general[0]) and torch.equal(fast[1], general[1])
+    assert torch.equal(caches[0].valid, caches[1].valid)
