@@ -9,13 +9,16 @@
 * The model's operations: ``linear_count`` / ``attention_count`` (FLOPs and bytes of one operation),
   ``time_linear`` / ``time_attention`` and ``time_decode_step`` (one decode step of any batch size at a
   fixed context, replayed through a rewound ``KVCache``), and ``random_model`` which builds a real-shape
-  model with random weights in about a second instead of ten.
+  model with random weights in about a second instead of ten; ``cpu_profile`` wraps torch's profiler.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import numbers
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -441,3 +444,32 @@ def measured_critical_batch(batch_sizes, step_seconds) -> float:
         raise ValueError("batch sizes must be >= 1 and step times positive")
     per_sequence = t[-1] / b[-1]  # seconds per sequence once compute-bound
     return max(1.0, min(t) / per_sequence)
+
+
+@contextlib.contextmanager
+def cpu_profile():
+    """``torch.profiler.profile`` over CPU activities (notebook 04), without the two log lines its C++ side
+    writes straight to the process's stderr as it starts and stops (they would land in the notebook)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU])
+    with _stderr_silenced():
+        prof.__enter__()
+    try:
+        yield prof
+    finally:
+        with _stderr_silenced():
+            prof.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -264,3 +264,13 @@ def test_poisson_arrivals_are_seeded_and_match_md1():
 def test_queue_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_cpu_profile_records_operators_and_restores_stderr():
+    import os
+    before = os.fstat(2)
+    with profiling.cpu_profile() as prof:
+        torch.ones(4) @ torch.ones(4)
+    assert any(e.key.startswith("aten::") for e in prof.key_averages())
+    after = os.fstat(2)
+    assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)  # stderr is stderr again
