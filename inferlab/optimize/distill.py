@@ -8,7 +8,7 @@ the target's own greedy output, the text it will be asked to guess at inference 
 data of DistillSpec, Zhou et al. 2023).
 
 ``scripts/train_bundled.py`` builds the bundled draft this way: ``greedy_continuations`` from the
-main model, then ``il.train(draft, ..., loss_fn=distillation_loss(main))``.
+main model, then ``train.train(draft, ..., loss_fn=distillation_loss(main))``.
 """
 from __future__ import annotations
 
