@@ -137,22 +137,18 @@ def plot_throughput_vs_batch(batch_sizes, tokens_per_s, tpot_s):
     """Throughput (tokens/s, all sequences together) and per-token latency against batch size (notebook 01)."""
     if not (len(batch_sizes) == len(tokens_per_s) == len(tpot_s)) or not batch_sizes:
         raise ValueError("batch_sizes, tokens_per_s and tpot_s must be non-empty and of the same length")
-    fig, (ax_tp, ax_lat) = plt.subplots(1, 2, figsize=(10, 3.3))
-    ax_tp.plot(batch_sizes, tokens_per_s, "o-", color="#55a868")
-    ax_tp.set_xscale("log", base=2)
-    ax_tp.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
-    ax_tp.set_xlabel("batch size (sequences generated together)")
-    ax_tp.set_ylabel("throughput (tokens/s)")
-    ax_tp.set_title("Throughput: all sequences together")
-    ax_tp.grid(alpha=0.3)
-    ax_lat.plot(batch_sizes, [t * 1e3 for t in tpot_s], "o-", color="#c44e52")
-    ax_lat.set_xscale("log", base=2)
-    ax_lat.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
-    ax_lat.set_xlabel("batch size (sequences generated together)")
-    ax_lat.set_ylabel("time per output token (ms)")
-    ax_lat.set_title("Latency: each sequence, per token")
-    ax_lat.set_ylim(bottom=0)
-    ax_lat.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
+    panels = [(tokens_per_s, "#55a868", "throughput (tokens/s)", "Throughput: all sequences together"),
+              ([t * 1e3 for t in tpot_s], "#c44e52", "time per output token (ms)", "Latency: each sequence, per token")]
+    for ax, (values, color, ylabel, title) in zip(axes, panels):
+        ax.plot(batch_sizes, values, "o-", color=color)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+        ax.set_xlabel("batch size (sequences generated together)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(bottom=0)
     fig.tight_layout()
     return fig
 
