@@ -164,12 +164,14 @@ class Engine:
         return events
 
     def _tokens_stored(self) -> int:
-        """Distinct tokens with keys/values in the pool (a shared block counts once)."""
-        fill = {}
+        """Distinct tokens with keys/values in the pool (a shared block counts once). Only full blocks are ever
+        shared, so every extra table holding a block counted ``block_size`` tokens twice."""
+        blocks, computed, held = set(), 0, 0
         for req in self.scheduler.running:
-            for i, b in enumerate(req.block_table):
-                fill[b] = max(fill.get(b, 0), min(self.block_size, req.num_computed - i * self.block_size))
-        return sum(fill.values())
+            blocks.update(req.block_table)
+            computed += req.num_computed
+            held += len(req.block_table)
+        return computed - self.block_size * (held - len(blocks))
 
     # --- whole runs -------------------------------------------------------------------------------
     def _requests_for(self, prompts, sampling_params):

@@ -29,6 +29,19 @@ class KVPool:
         shape = (config.n_layer, num_blocks, config.n_kv_head, block_size, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # zeros: padding gathers 0, never NaN
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self._gathered = {}  # name -> reusable buffer the blocks of one layer are gathered into
+
+    def gather_buffer(self, name: str, rows: int) -> torch.Tensor:
+        """A ``[rows, block_size, head_dim]`` buffer to gather blocks into, reused by every layer and step.
+
+        A fresh tensor per layer would be megabytes the allocator hands out and the operating system maps in
+        page by page (thousands of page faults per decode step, which doubled its time on a CPU); reusing one
+        buffer costs nothing. What it holds is valid until the next gather with the same name."""
+        buf = self._gathered.get(name)
+        if buf is None or buf.shape[0] < rows:
+            buf = torch.empty(rows, self.block_size, self.config.head_dim, dtype=self.k.dtype, device=self.k.device)
+            self._gathered[name] = buf
+        return buf[:rows]
 
     @staticmethod
     def bytes_per_block(config: ModelConfig, block_size: int, dtype=torch.float32) -> int:
@@ -87,10 +100,11 @@ class PagedBatch:
         B, width = self.tables.shape
         cfg, bs = self.pool.config, self.pool.block_size
         out = []
-        for pool, new in ((self.pool.k[layer], k), (self.pool.v[layer], v)):
+        for name, pool, new in (("k", self.pool.k[layer], k), ("v", self.pool.v[layer], v)):
             new = new.transpose(1, 2).reshape(-1, cfg.n_kv_head * cfg.head_dim).index_select(0, self.real)  # [N, KV*d]
             pool.view(-1, cfg.head_dim).index_copy_(0, self.write_rows, new.view(-1, cfg.head_dim))
-            blocks = pool.view(-1, bs, cfg.head_dim).index_select(0, self.read_rows)  # [B*KV*width, bs, d]
+            blocks = torch.index_select(pool.view(-1, bs, cfg.head_dim), 0, self.read_rows,   # [B*KV*width, bs, d]
+                                        out=self.pool.gather_buffer(name, self.read_rows.numel()))
             out.append(blocks.view(B, cfg.n_kv_head, width * bs, cfg.head_dim))        # [B, KV, S, d]
         return out[0], out[1]
 

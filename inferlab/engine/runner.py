@@ -17,6 +17,10 @@ from .scheduler import SchedulerOutput
 
 
 class ModelRunner:
+    # a prefill pass pads every row to its longest one; a row that would add more padding than this share of
+    # the pass's real tokens starts a new pass (one more pass costs far less than computing the padding)
+    max_prefill_padding = 0.25
+
     def __init__(self, model, pool: KVPool):
         self.model, self.pool = model, pool
 
@@ -36,13 +40,28 @@ class ModelRunner:
                             last_only=True)
         return logits[:, -1]
 
+    def prefill_passes(self, prefill: list) -> list[list]:
+        """Split prefill rows, in order, into passes whose padding stays within ``max_prefill_padding``."""
+        passes = []
+        for s in prefill:
+            group = passes[-1] if passes else []
+            rows, longest = len(group) + 1, max([s.num_new] + [g.num_new for g in group])
+            real = s.num_new + sum(g.num_new for g in group)
+            if group and rows * longest <= (1 + self.max_prefill_padding) * real:
+                group.append(s)
+            else:
+                passes.append([s])
+        return passes
+
     def run(self, out: SchedulerOutput) -> dict:
         """Run one step; return ``{request: next token}`` for each request whose tokens are now all computed.
         ``num_computed`` of every scheduled request moves forward by its ``num_new``."""
         decode = [s for s in out.scheduled if s.num_new == 1]
         prefill = [s for s in out.scheduled if s.num_new > 1]
         picks = {}
-        for group in (prefill, decode):   # prefill first: a decode row may read a prefix block written by it
+        # prefill first: a decode row may read a prefix block written by it; and the prefill passes keep the
+        # schedule's order, so a request sharing blocks computed in this step runs with or after their owner
+        for group in self.prefill_passes(prefill) + [decode]:
             if not group:
                 continue
             logits = self.forward(group)
