@@ -182,16 +182,22 @@ def test_invariant_check_catches_broken_books():
         bm.check_invariants([r])
 
 
-@given(lengths=st.lists(st.integers(2, 300), min_size=1, max_size=12))
-def test_prefill_passes_keep_order_and_bound_the_padding(lengths):
+@given(lengths=st.lists(st.integers(2, 300), min_size=1, max_size=8))
+def test_prefill_passes_keep_order_and_are_the_cheapest_split(lengths):
+    import itertools
     from types import SimpleNamespace
     from inferlab.engine.runner import ModelRunner
+    runner = ModelRunner(None, None)
     rows = [SimpleNamespace(num_new=n) for n in lengths]
-    passes = ModelRunner(None, None).prefill_passes(rows)
+
+    def cost(passes):
+        return sum(runner.prefill_pass_cost_tokens + len(p) * max(r.num_new for r in p) for p in passes)
+
+    passes = runner.prefill_passes(rows)
     assert [r for p in passes for r in p] == rows   # every row once, in schedule order
-    for p in passes:
-        padded, real = len(p) * max(r.num_new for r in p), sum(r.num_new for r in p)
-        assert len(p) == 1 or padded <= (1 + ModelRunner.max_prefill_padding) * real
+    cheapest = min(cost([rows[a:b] for a, b in zip((0,) + cuts, cuts + (len(rows),))])
+                   for k in range(len(rows)) for cuts in itertools.combinations(range(1, len(rows)), k))
+    assert cost(passes) == cheapest
     if len(set(lengths)) == 1:
         assert len(passes) == 1   # rows of one length need no padding: one pass
 

@@ -2,8 +2,8 @@
 
 The scheduled requests become left-padded ``[B, T]`` batches of their new tokens, with explicit positions
 and a pad mask, run through the one GPT with a ``PagedBatch`` as its cache. Decoding rows (one token
-each) and prefill rows (many) go in two separate passes, so a long prompt does not pad every
-decoding row to its length. Prefill rows run first: a request that found its prefix in blocks
+each) and prefill rows (many) go in separate passes, so a long prompt does not pad every decoding row
+to its length; prefill rows of very different lengths are split into passes too (``prefill_passes``). Prefill rows run first: a request that found its prefix in blocks
 being computed in this same step reads them after they are written. A request whose last token was just computed gets its next token picked
 by ``sample_next`` with its own ``SamplingParams``.
 """
@@ -17,9 +17,10 @@ from .scheduler import SchedulerOutput
 
 
 class ModelRunner:
-    # a prefill pass pads every row to its longest one; a row that would add more padding than this share of
-    # the pass's real tokens starts a new pass (one more pass costs far less than computing the padding)
-    max_prefill_padding = 0.25
+    # what one more forward pass costs, in tokens of work: a prefill pass pads every row to its longest one,
+    # so rows of very different lengths are cheaper in separate passes, but each pass has a fixed cost too
+    # (on the 2-core CPU this course was built on: about 3 ms, the time of 50 more prompt tokens)
+    prefill_pass_cost_tokens = 48
 
     def __init__(self, model, pool: KVPool):
         self.model, self.pool = model, pool
@@ -41,17 +42,22 @@ class ModelRunner:
         return logits[:, -1]
 
     def prefill_passes(self, prefill: list) -> list[list]:
-        """Split prefill rows, in order, into passes whose padding stays within ``max_prefill_padding``."""
-        passes = []
-        for s in prefill:
-            group = passes[-1] if passes else []
-            rows, longest = len(group) + 1, max([s.num_new] + [g.num_new for g in group])
-            real = s.num_new + sum(g.num_new for g in group)
-            if group and rows * longest <= (1 + self.max_prefill_padding) * real:
-                group.append(s)
-            else:
-                passes.append([s])
-        return passes
+        """Split prefill rows, in schedule order, into consecutive passes with the least padded work: rows x
+        longest row per pass, plus ``prefill_pass_cost_tokens`` per pass (dynamic programming over the cuts)."""
+        n = len(prefill)
+        cost, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+        for end in range(1, n + 1):
+            longest = 0
+            for start in range(end - 1, -1, -1):   # the last pass holds rows start .. end - 1
+                longest = max(longest, prefill[start].num_new)
+                c = cost[start] + self.prefill_pass_cost_tokens + (end - start) * longest
+                if c < cost[end]:
+                    cost[end], cut[end] = c, start
+        passes, end = [], n
+        while end > 0:
+            passes.append(prefill[cut[end]:end])
+            end = cut[end]
+        return passes[::-1]
 
     def run(self, out: SchedulerOutput) -> dict:
         """Run one step; return ``{request: next token}`` for each request whose tokens are now all computed.
