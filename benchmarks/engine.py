@@ -125,7 +125,8 @@ def main():
         for prefix in (False, True):
             e = make_engine(prefix, seats=n)
             res[prefix] = best(res[prefix], (e.generate(sp_prompts, sp_params), e.last_stats))
-        print(f"round {r + 1}/{args.rounds}: engine {res['engine'][1].wall_s:.2f} s, static {res['static'][1].wall_s:.2f} s, "
+        print(f"round {r + 1}/{args.rounds}: engine {res['engine'][1].wall_s:.2f} s, "
+              f"static {res['static'][1].wall_s:.2f} s, "
               f"one at a time {res['one'][1].wall_s:.2f} s (best so far)", flush=True)
     (eng_out, eng), (st_out, st), (one_out, one) = res["engine"], res["static"], res["one"]
     print(f"engine          {eng}")

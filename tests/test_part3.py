@@ -13,7 +13,6 @@ from conftest import random_model, small_configs  # noqa: E402
 from inferlab import exercises as ex  # noqa: E402
 from inferlab import phases  # noqa: E402
 from inferlab.counting import cache_equals_weights_context, forward_flops, max_concurrent_sequences  # noqa: E402
-from inferlab.exercises import part3  # noqa: E402
 from inferlab.viz import kvcache as viz  # noqa: E402
 
 

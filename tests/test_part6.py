@@ -1,6 +1,5 @@
 """Notebook 06's widget callback, plots and exercises: called with values, right answers pass, wrong ones don't."""
 import pytest
-import torch
 
 import inferlab as il
 from inferlab import exercises as ex

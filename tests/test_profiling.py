@@ -12,7 +12,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import inferlab as il
 from inferlab import profiling, queueing
-from inferlab.counting import step_count
 from inferlab.model import attend
 from inferlab.timing import first_calls, measure, num_threads
 

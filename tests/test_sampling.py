@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-import inferlab as il
 from inferlab.sampling import check_sampling_args, next_token_probs, sample_next, top_k_filter, top_p_filter
 
 # A known distribution: probabilities 0.4, 0.3, 0.15, 0.1, 0.05 in a shuffled order.

@@ -6,8 +6,9 @@
     outs = engine.generate(["The list", "A dictionary"], il.SamplingParams(max_tokens=20))
 
 Each ``step()``: the scheduler picks requests and token counts, the runner computes them over the paged
-KV cache, new tokens are appended, finished requests leave and free their blocks, and the step is recorded in ``engine.trace``. ``add_request`` and
-``step`` can also be driven by hand, so requests can arrive while others run.
+KV cache, new tokens are appended, finished requests leave and free their blocks, and the step is recorded
+in ``engine.trace``. ``add_request`` and ``step`` can also be driven by hand, so requests can arrive while
+others run.
 """
 from __future__ import annotations
 

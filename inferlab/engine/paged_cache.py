@@ -1,14 +1,15 @@
 """The paged KV cache: one pool of blocks, read and written through block tables (notebook 06).
 
 ``KVPool`` holds the keys and values of every block of every layer, ``[n_layer, num_blocks, n_kv_head,
-block_size, head_dim]``: token slot ``s`` is offset ``s % block_size`` of physical block ``s // block_size``. ``PagedBatch`` is the
-cache object the model sees for one forward pass over a left-padded ``[B, T]`` batch of new tokens (the
-same three calls as ``KVCache``):
+block_size, head_dim]``: token slot ``s`` is offset ``s % block_size`` of physical block ``s // block_size``.
+``PagedBatch`` is the cache object the model sees for one forward pass over a left-padded ``[B, T]`` batch
+of new tokens (the same three calls as ``KVCache``):
 
 * ``attention_mask`` gives each query the keys at positions up to its own, within its own sequence;
 * ``append`` writes the new keys/values into their slots (the *slot mapping*), then gathers each
   sequence's keys/values through its block table into a padded ``[B, n_kv_head, S, head_dim]`` batch
-  (``S`` = blocks in the longest table x ``block_size``; one gather of whole blocks, per head);
+  (``S`` = blocks in the longest table x ``block_size``; one gather of whole blocks, per head, into a
+  buffer the pool reuses);
 * ``advance`` does nothing: the engine, not the cache, counts computed tokens.
 
 Production engines (vLLM's PagedAttention) read the blocks inside the attention kernel instead of
