@@ -28,7 +28,7 @@ RECIPES = {  # name: (config, steps, batch, seq_len, lr)
     "main": ("inferlab-main", 900, 12, 256, 3e-3),
     "draft": ("inferlab-draft", 2000, 16, 256, 5e-3),
 }
-DRAFT_POLICY_SEQUENCES = 12288  # the draft is distilled from main on the text plus this many of main's greedy answers
+DRAFT_POLICY_SEQUENCES = 6144  # the draft is distilled from main on the text plus this many of main's greedy answers
 
 
 def main():
