@@ -39,6 +39,7 @@ import inferlab as il  # noqa: E402
 from inferlab.timing import cpu_model  # noqa: E402
 from inferlab.engine.baselines import mixed_workload, one_at_a_time, static_batching  # noqa: E402
 from inferlab.engine.paged_cache import KVPool, PagedBatch  # noqa: E402
+from inferlab.profiling import decode_stepper  # noqa: E402
 from inferlab.timing import measure  # noqa: E402
 
 
@@ -47,28 +48,21 @@ def decode_step_costs(model, contexts, block_size=16, repeats=20):
     (blocks scattered over the pool) and through a contiguous ``KVCache`` padded to the longest context.
     The gap is what gathering blocks costs without a kernel that reads them in place."""
     cfg, B = model.config, len(contexts)
-    pool = KVPool(cfg, sum(-(-(c + 1) // block_size) for c in contexts) + 1, block_size, model.dtype, model.device)
+    blocks = [-(-(c + 1) // block_size) for c in contexts]   # room for each context and its new token
+    pool = KVPool(cfg, sum(blocks) + 1, block_size, model.dtype, model.device)
     pool.k.normal_(), pool.v.normal_()   # real values: untouched zero pages would time differently
     order = torch.randperm(pool.num_blocks - 1, generator=torch.Generator().manual_seed(0)).add(1).tolist()
     tables, taken = [], 0
-    for c in contexts:
-        n = -(-(c + 1) // block_size)
+    for n in blocks:
         tables.append(order[taken:taken + n])
         taken += n
-    longest = max(contexts)
-    kv = il.KVCache(cfg, B, longest + 1, dtype=model.dtype, device=model.device)
-    kv.valid[:, :longest] = True
-    kv.length = longest
     x = torch.zeros(B, 1, dtype=torch.long, device=model.device)
 
     def paged():
         cache = PagedBatch(pool, tables, contexts, [1] * B)
         model(x, positions=cache.positions, cache=cache, pad_mask=cache.pad_mask, last_only=True)
 
-    def contiguous():
-        model(x, cache=kv, last_only=True)
-        kv.truncate(longest)
-
+    contiguous = decode_stepper(model, B, max(contexts) + 1)   # the same step through a KVCache, rewound each time
     best = {paged: float("inf"), contiguous: float("inf")}
     with torch.inference_mode():
         for _ in range(3):   # alternate, keep each one's fastest
