@@ -182,24 +182,46 @@ def test_invariant_check_catches_broken_books():
         bm.check_invariants([r])
 
 
-@given(lengths=st.lists(st.integers(2, 300), min_size=1, max_size=8))
-def test_prefill_passes_keep_order_and_are_the_cheapest_split(lengths):
+@given(rows_in=st.lists(st.tuples(st.integers(2, 300), st.integers(0, 200)), min_size=1, max_size=8))
+def test_prefill_passes_keep_order_and_are_the_cheapest_split(rows_in):
     import itertools
     from types import SimpleNamespace
     from inferlab.engine.runner import ModelRunner
     runner = ModelRunner(None, None)
-    rows = [SimpleNamespace(num_new=n) for n in lengths]
+    rows = [SimpleNamespace(num_new=n, request=SimpleNamespace(num_computed=c)) for n, c in rows_in]
 
-    def cost(passes):
-        return sum(runner.prefill_pass_cost_tokens + len(p) * max(r.num_new for r in p) for p in passes)
+    def cost(passes):   # the cost model, written out: fixed cost + rows x longest x (1 + widest / A)
+        return sum(runner.prefill_pass_cost_tokens + len(p) * max(r.num_new for r in p) *
+                   (1 + max(r.num_new + r.request.num_computed for r in p) / runner.attention_context_tokens)
+                   for p in passes)
 
     passes = runner.prefill_passes(rows)
-    assert [r for p in passes for r in p] == rows   # every row once, in schedule order
+    assert [r for p in passes for r in p] == rows   # every row once, in the given order
     cheapest = min(cost([rows[a:b] for a, b in zip((0,) + cuts, cuts + (len(rows),))])
                    for k in range(len(rows)) for cuts in itertools.combinations(range(1, len(rows)), k))
-    assert cost(passes) == cheapest
-    if len(set(lengths)) == 1:
-        assert len(passes) == 1   # rows of one length need no padding: one pass
+    assert cost(passes) == pytest.approx(cheapest)
+    if len(set(rows_in)) == 1:
+        assert len(passes) == 1   # rows alike need no padding: one pass
+
+
+def test_prefill_order_sorts_by_length_but_keeps_readers_after_writers():
+    from types import SimpleNamespace
+    from inferlab.engine.runner import ModelRunner
+    runner = ModelRunner(None, SimpleNamespace(block_size=4))
+
+    def row(name, table, computed, new):
+        return SimpleNamespace(name=name, num_new=new, request=SimpleNamespace(block_table=table, num_computed=computed))
+
+    owner = row("owner", [1, 2, 3], 0, 12)          # computes blocks 1-3 this step
+    reader = row("reader", [1, 2, 4], 8, 3)         # found blocks 1-2 in the prefix cache: written by owner now
+    chained = row("chained", [1, 2, 4, 5], 11, 2)   # reads block 4, which reader writes this step
+    loner = row("loner", [6, 7], 0, 5)
+    short = row("short", [8], 0, 2)
+    got = [r.name for r in runner.prefill_order([owner, reader, chained, loner, short])]
+    assert got == ["short", "loner", "owner", "reader", "chained"]
+    # with no reader, plain sort by new tokens, ties kept in schedule order
+    same = [row(str(i), [10 + i], 0, n) for i, n in enumerate([9, 3, 9, 2])]
+    assert [r.name for r in runner.prefill_order(same)] == ["3", "1", "0", "2"]
 
 
 def test_slot_mapping_and_paged_attention_equal_contiguous_attention():

@@ -18,10 +18,13 @@ from .scheduler import SchedulerOutput
 
 
 class ModelRunner:
-    # what one more forward pass costs, in tokens of work: a prefill pass pads every row to its longest one,
-    # so rows of very different lengths are cheaper in separate passes, but each pass has a fixed cost too
-    # (on the 2-core CPU this course was built on: about 3 ms, the time of 50 more prompt tokens)
-    prefill_pass_cost_tokens = 48
+    # The cost of a prefill pass, in token slots, fitted to 268 passes timed on the 2-core CPU this course was
+    # built on (median error 7%): every row is padded to the pass's most new tokens and widest context, and
+    #     cost = prefill_pass_cost_tokens + rows x most new tokens x (1 + widest context / attention_context_tokens)
+    # A pass costs as much as ~100 more tokens (5 ms); a token's attention costs as much as its projections and
+    # MLP once it looks at ~360 keys.
+    prefill_pass_cost_tokens = 100
+    attention_context_tokens = 360
 
     def __init__(self, model, pool: KVPool):
         self.model, self.pool = model, pool
@@ -42,16 +45,36 @@ class ModelRunner:
                             last_only=True)
         return logits[:, -1]
 
+    def pass_cost(self, rows: int, longest: int, widest: int) -> float:
+        """Cost of one prefill pass in token slots: ``rows`` padded to ``longest`` new tokens and ``widest`` context."""
+        return self.prefill_pass_cost_tokens + rows * longest * (1 + widest / self.attention_context_tokens)
+
+    def prefill_order(self, prefill: list) -> list:
+        """Prefill rows sorted by new tokens, so that rows of like length can share a pass. A row that reads a
+        block another row writes in this step (a prefix found in the cache while its owner computes it) sorts
+        after that row: its level is one more than the writer's, and levels sort first."""
+        bs = self.pool.block_size
+        levels, writer_level = [], {}   # block id -> level of the row that writes it this step
+        for s in prefill:
+            table, start, end = s.request.block_table, s.request.num_computed, s.request.num_computed + s.num_new
+            level = 1 + max((writer_level[b] for b in table[:-(-end // bs)] if b in writer_level), default=-1)
+            for b in table[start // bs:-(-end // bs)]:
+                writer_level.setdefault(b, level)
+            levels.append(level)
+        order = sorted(range(len(prefill)), key=lambda i: (levels[i], prefill[i].num_new))
+        return [prefill[i] for i in order]
+
     def prefill_passes(self, prefill: list) -> list[list]:
-        """Split prefill rows, in schedule order, into consecutive passes with the least padded work: rows x
-        longest row per pass, plus ``prefill_pass_cost_tokens`` per pass (dynamic programming over the cuts)."""
+        """Split prefill rows, in the given order, into consecutive passes of the least total cost (the model
+        above: padded work plus a fixed cost per pass), by dynamic programming over the cuts."""
         n = len(prefill)
         cost, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
         for end in range(1, n + 1):
-            longest = 0
+            longest = widest = 0
             for start in range(end - 1, -1, -1):   # the last pass holds rows start .. end - 1
                 longest = max(longest, prefill[start].num_new)
-                c = cost[start] + self.prefill_pass_cost_tokens + (end - start) * longest
+                widest = max(widest, prefill[start].request.num_computed + prefill[start].num_new)
+                c = cost[start] + self.pass_cost(end - start, longest, widest)
                 if c < cost[end]:
                     cost[end], cut[end] = c, start
         passes, end = [], n
@@ -66,9 +89,9 @@ class ModelRunner:
         decode = [s for s in out.scheduled if s.num_new == 1]
         prefill = [s for s in out.scheduled if s.num_new > 1]
         picks = {}
-        # prefill first: a decode row may read a prefix block written by it; and the prefill passes keep the
-        # schedule's order, so a request sharing blocks computed in this step runs with or after their owner
-        for group in self.prefill_passes(prefill) + [decode]:
+        # prefill first: a decode row may read a prefix block written by it; and a request sharing blocks
+        # computed in this step runs in the same pass as their owner or a later one (``prefill_order``)
+        for group in self.prefill_passes(self.prefill_order(prefill)) + [decode]:
             if not group:
                 continue
             logits = self.forward(group)
