@@ -201,9 +201,9 @@ class GPT(nn.Module):
         positions = default_pos if positions is None else positions.to(idx.device)
         if positions.shape != idx.shape:
             raise ValueError(f"positions must have the shape of idx {tuple(idx.shape)}, got {tuple(positions.shape)}")
-        if positions.numel() and (positions.min() < 0 or positions.max() >= self.config.max_seq_len):
-            raise ValueError(f"positions must lie in [0, max_seq_len={self.config.max_seq_len}), "
-                             f"got {positions.min().item()}..{positions.max().item()}")
+        lo, hi = _min_max(positions)
+        if lo < 0 or hi >= self.config.max_seq_len:
+            raise ValueError(f"positions must lie in [0, max_seq_len={self.config.max_seq_len}), got {lo}..{hi}")
         x, rope = self.embed(idx, positions)
         for layer, block in enumerate(self.blocks):
             x = block(x, rope, mask, cache, layer)
@@ -231,10 +231,18 @@ class GPT(nn.Module):
             raise ValueError(f"idx must be integer token ids of shape [batch, time], got {idx.dtype} {tuple(idx.shape)}")
         if idx.shape[1] == 0:
             raise ValueError("idx is empty: give at least one token")
-        if idx.min() < 0 or idx.max() >= self.config.vocab_size:
-            raise ValueError(f"token ids must lie in [0, vocab_size={self.config.vocab_size}), "
-                             f"got {idx.min().item()}..{idx.max().item()}")
+        lo, hi = _min_max(idx)
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, vocab_size={self.config.vocab_size}), got {lo}..{hi}")
         return idx.long()
+
+
+def _min_max(t: torch.Tensor) -> tuple[int, int]:
+    """Smallest and largest entry in one pass (these checks run before every forward, the draft's included)."""
+    if t.numel() == 0:
+        return 0, 0
+    lo, hi = torch.aminmax(t)
+    return int(lo), int(hi)
 
 
 def _count_positions(pad_mask, B, T, device):
