@@ -202,17 +202,35 @@ def test_speculative_greedy_equals_target_greedy_bundled(pretrained, gamma):
         assert got.accepted <= got.judged <= got.proposed and got.rounds <= 24
 
 
-@given(small_configs(), st.integers(1, 5), st.integers(1, 12), st.integers(1, 20), st.integers(0, 10**6))
-def test_speculative_greedy_equals_target_on_random_configs(cfg, gamma, prompt_len, n_new, seed):
+@given(small_configs(), st.integers(1, 5), st.integers(1, 12), st.integers(1, 20), st.integers(0, 10**6),
+       st.one_of(st.none(), st.floats(0, 1)))
+def test_speculative_greedy_equals_target_on_random_configs(cfg, gamma, prompt_len, n_new, seed, min_confidence):
     target = random_model(cfg, seed)
     draft_cfg = cfg.with_(n_layer=1, n_head=cfg.n_kv_head, d_model=cfg.n_kv_head * cfg.head_dim)
     draft = random_model(draft_cfg, seed + 1)
     ids = torch.randint(0, cfg.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(seed)).tolist()
     want = il.generate(target, il.BPETokenizer(), ids, max_new_tokens=n_new).tokens
-    got = speculative.speculative_generate(target, draft, None, ids, n_new, gamma=gamma)
+    got = speculative.speculative_generate(target, draft, None, ids, n_new, gamma=gamma, min_confidence=min_confidence)
     assert got.tokens == want
-    same = speculative.speculative_generate(target, target, None, ids, n_new, gamma=gamma)
+    same = speculative.speculative_generate(target, target, None, ids, n_new, gamma=gamma,
+                                            min_confidence=min_confidence)
     assert same.tokens == want and same.accepted == same.judged  # a draft equal to the target is always right
+
+
+def test_min_confidence_sets_the_draft_length_per_round():
+    cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, arch="llama", max_seq_len=64)
+    target, draft = random_model(cfg, 1), random_model(cfg.with_(n_layer=1), 2)
+    ids, n = [1, 2, 3], 30
+    fixed = speculative.speculative_generate(target, draft, None, ids, n, gamma=4)
+    never_stops = speculative.speculative_generate(target, draft, None, ids, n, gamma=4, min_confidence=0.0)
+    always_stops = speculative.speculative_generate(target, draft, None, ids, n, gamma=4, min_confidence=1.0)
+    assert never_stops.tokens == always_stops.tokens == fixed.tokens
+    assert (never_stops.rounds, never_stops.proposed) == (fixed.rounds, fixed.proposed)
+    # one draft per round (the last round may have none: the target's own token ends the answer)
+    assert always_stops.rounds - 1 <= always_stops.proposed == always_stops.draft_steps <= always_stops.rounds
+    # a threshold between: rounds of different lengths, never more than gamma
+    between = speculative.speculative_generate(target, draft, None, ids, n, gamma=4, min_confidence=0.05)
+    assert between.rounds <= always_stops.rounds and between.proposed <= 4 * between.rounds
 
 
 def _exact_joint(target, prompt, vocab, n, temperature):
@@ -227,7 +245,8 @@ def _exact_joint(target, prompt, vocab, n, temperature):
     return probs
 
 
-def test_speculative_sampling_follows_the_target_distribution():
+@pytest.mark.parametrize("min_confidence", [None, 0.4])
+def test_speculative_sampling_follows_the_target_distribution(min_confidence):
     vocab, n, samples = 4, 3, 1500
     cfg = il.ModelConfig(vocab_size=vocab, d_model=16, n_layer=1, n_head=2, arch="llama", max_seq_len=16)
     target, draft = random_model(cfg, 1), random_model(cfg, 2)  # different weights: many rejections
@@ -236,7 +255,8 @@ def test_speculative_sampling_follows_the_target_distribution():
     counts = {k: 0 for k in exact}
     judged = accepted = 0
     for seed in range(samples):
-        r = speculative.speculative_generate(target, draft, None, prompt, n, gamma=2, temperature=1.0, seed=seed)
+        r = speculative.speculative_generate(target, draft, None, prompt, n, gamma=2, temperature=1.0, seed=seed,
+                                             min_confidence=min_confidence)
         counts[tuple(r.tokens)] += 1
         judged, accepted = judged + r.judged, accepted + r.accepted
     assert 0.2 < accepted / judged < 0.95  # both the accept and the resample branches ran
@@ -281,6 +301,9 @@ def test_speculative_bad_input():
         speculative.speculative_generate(a, a, None, [1, 2], 15)
     with pytest.raises(ValueError, match="tokenizer"):
         speculative.speculative_generate(a, a, None, "text", 4)
+    for bad, error in ((-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError), ("0.5", TypeError)):
+        with pytest.raises(error, match="min_confidence"):
+            speculative.speculative_generate(a, a, None, [1, 2], 4, min_confidence=bad)
 
 
 # --- measurement helpers and the static cache ------------------------------------------------------------

@@ -13,6 +13,12 @@ token. Both models keep a KV cache; rejected tokens are rolled back with ``KVCac
 
 With acceptance rate ``alpha`` and the draft's step costing ``c`` target steps, the expected speedup is
 ``(1 - alpha**(gamma + 1)) / ((1 - alpha) * (gamma * c + 1))`` (Leviathan et al. 2023, Theorem 3.8).
+
+A fixed ``gamma`` wastes draft steps where the draft is unsure and stops early where it is sure. With
+``min_confidence`` the draft length adapts (Hugging Face's assisted generation does the same with
+``assistant_confidence_threshold``): the draft ends the round's proposals after a token it gave less than
+that probability, and ``gamma`` is the most it proposes. The rule only looks at the draft's own
+distribution over the prefix, so every token still follows the target's distribution.
 """
 from __future__ import annotations
 
@@ -91,6 +97,14 @@ def accept_or_resample(p: torch.Tensor, q: torch.Tensor, x: int, generator=None)
     return False, int(torch.multinomial(residual(p, q), 1, generator=generator).item())
 
 
+def draft_confidence(logits: torch.Tensor, x: int, qs: list) -> float:
+    """The probability the draft gave its token ``x``: from the distribution it drew from if it sampled
+    (``qs[-1]``), else from its plain softmax (greedy)."""
+    if qs:
+        return float(qs[-1][x])
+    return float(torch.softmax(logits.float(), -1)[x])
+
+
 def _check_gamma(gamma):
     if not isinstance(gamma, numbers.Integral) or isinstance(gamma, bool):
         raise TypeError(f"gamma must be an int >= 1, got {type(gamma).__name__}")
@@ -98,16 +112,29 @@ def _check_gamma(gamma):
         raise ValueError(f"gamma (draft tokens per round) must be >= 1, got {gamma}")
 
 
+def _check_min_confidence(min_confidence):
+    if min_confidence is None:
+        return
+    if not isinstance(min_confidence, numbers.Real) or isinstance(min_confidence, bool):
+        raise TypeError(f"min_confidence must be a probability in [0, 1] or None, got {type(min_confidence).__name__}")
+    if not 0 <= min_confidence <= 1:
+        raise ValueError(f"min_confidence must be a probability in [0, 1] (or None for a fixed gamma), "
+                         f"got {min_confidence}")
+
+
 def speculative_generate(target, draft, tok, prompt, max_new_tokens: int = 50, gamma: int = 4,
-                         temperature: float = 0.0, top_k=None, top_p=None, seed=None) -> SpeculativeResult:
+                         temperature: float = 0.0, top_k=None, top_p=None, seed=None,
+                         min_confidence: float | None = None) -> SpeculativeResult:
     """Generate like ``il.generate(target, ...)``, with ``draft`` proposing ``gamma`` tokens per round.
 
     ``prompt`` is text or a list of ids (``tok`` may be None for ids). Both models must share the vocabulary.
     Temperature 0 gives exactly the target's greedy tokens; otherwise the tokens follow the target's
-    distribution (after the same temperature / top-k / top-p).
+    distribution (after the same temperature / top-k / top-p). ``min_confidence``: end a round's drafts
+    after one the draft gave less probability than this (at most ``gamma`` still); None: always ``gamma``.
     """
     start = time.perf_counter()
     _check_gamma(gamma)
+    _check_min_confidence(min_confidence)
     check_sampling_args(temperature, top_k, top_p)
     if target.config.vocab_size != draft.config.vocab_size:
         raise ValueError(f"target and draft must share the vocabulary: {target.config.vocab_size} != "
@@ -154,6 +181,9 @@ def speculative_generate(target, draft, tok, prompt, max_new_tokens: int = 50, g
                         x = pick(qs[-1])
                     drafts.append(x)
                     step_in = [x]
+                    if min_confidence is not None and draft_confidence(logits, x, qs) < min_confidence:
+                        break   # unsure: a later draft would likely be rejected, let the target check these
+                g = len(drafts)
                 draft_steps += g
                 proposed += g
                 # 2. the target scores all of them in one forward pass: g + 1 distributions
