@@ -9,7 +9,10 @@ Three ways to serve it with the bundled main model:
 * one at a time: ``il.generate`` per request, in order;
 * static batching: batches of ``--max-num-seqs`` through ``il.generate_batch``; a batch starts when the
   previous one is done and decodes until its longest member is done;
-* the engine: ``il.Engine`` with the same ``max_num_seqs``, continuous batching over the paged cache.
+* the engine: ``il.Engine`` with the same ``max_num_seqs``, continuous batching over the paged cache, with
+  its default token budget per step (512) and again with a larger one (``--throughput-budget``, 2048): a
+  bigger budget finishes prompts in fewer, larger passes, for throughput, while a small one keeps decoding
+  requests' steps short, for latency (vLLM's tuning guide says the same of its ``max_num_batched_tokens``).
 
 All three must produce the same tokens (checked). Then the prefix cache: every prompt opens with the
 same text (80% of its tokens), a burst of requests all admitted at once (``max_num_seqs`` = requests),
@@ -76,7 +79,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="24 requests instead of 64")
     ap.add_argument("--requests", type=int, default=None)
     ap.add_argument("--max-num-seqs", type=int, default=32, help="engine seats = static batch size (default 32)")
-    ap.add_argument("--max-num-batched-tokens", type=int, default=512)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=512, help="the engine's token budget per step "
+                    "(default 512, the Engine's own default)")
+    ap.add_argument("--throughput-budget", type=int, default=2048, help="a second, larger budget the engine also "
+                    "runs with, as offline throughput settings do (default 2048; 0 to skip)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--rounds", type=int, default=None, help="runs of each method, best kept (default 3, --quick 1)")
     ap.add_argument("--device", default="cpu")
@@ -96,9 +102,8 @@ def main():
           f"{max(p.max_tokens for p in params)} (mean {sum(p.max_tokens for p in params) / n:.0f}), greedy; "
           f"max_num_seqs = static batch size = {args.max_num_seqs}", flush=True)
 
-    def make_engine(prefix=True, seats=args.max_num_seqs):
-        return il.Engine(model, tok, max_num_seqs=seats,
-                         max_num_batched_tokens=args.max_num_batched_tokens, enable_prefix_caching=prefix)
+    def make_engine(prefix=True, seats=args.max_num_seqs, budget=args.max_num_batched_tokens):
+        return il.Engine(model, tok, max_num_seqs=seats, max_num_batched_tokens=budget, enable_prefix_caching=prefix)
 
     make_engine().generate(prompts[:4], params[:4])       # warm-up (first calls allocate memory)
     il.generate(model, tok, prompts[0], max_new_tokens=4)
@@ -110,10 +115,13 @@ def main():
     # one admitted at once, so time to first token is the time to work through the queue of prefills
     sp_prompts, sp_params = mixed_workload(tok, n, prompt_len=(16, 256), output_len=(16, 128), seed=1,
                                            shared_prefix_frac=0.8)
-    res = {k: None for k in ("engine", "static", "one", False, True)}
+    res = {k: None for k in ("engine", "engine_large", "static", "one", False, True)}
     for r in range(args.rounds):   # rounds alternate the methods, so a burst of load hits them alike
         engine = make_engine()
         res["engine"] = best(res["engine"], (engine.generate(prompts, params), engine.last_stats))
+        if args.throughput_budget:
+            engine = make_engine(budget=args.throughput_budget)
+            res["engine_large"] = best(res["engine_large"], (engine.generate(prompts, params), engine.last_stats))
         res["static"] = best(res["static"], static_batching(model, tok, prompts, params, batch_size=args.max_num_seqs))
         res["one"] = best(res["one"], one_at_a_time(model, tok, prompts, params))
         for prefix in (False, True):
@@ -129,6 +137,10 @@ def main():
     print(f"one at a time   {one.generated_tokens} tokens in {one.wall_s:.2f} s = {one.throughput:.0f} tokens/s; "
           f"mean TTFT {one.mean_ttft_s * 1e3:.0f} ms, end-to-end {one.mean_e2e_s * 1e3:.0f} ms")
     same = all(a.tokens == b.tokens == c.tokens for a, b, c in zip(eng_out, st_out, one_out))
+    if args.throughput_budget:
+        large_out, large = res["engine_large"]
+        print(f"engine, budget {args.throughput_budget} {large}")
+        same = same and all(a.tokens == b.tokens for a, b in zip(large_out, eng_out))
     print(f"same greedy tokens on all three paths: {same}")
     runs = {k: (res[k][1], [o.tokens for o in res[k][0]]) for k in (False, True)}
     for prefix in (False, True):
@@ -145,6 +157,11 @@ def main():
     print(f"one_at_a_time_tokens_per_s: {one.throughput:.1f}")
     print(f"throughput_engine_vs_one_at_a_time: {eng.throughput / one.throughput:.2f}")
     print(f"throughput_engine_vs_static_batching: {eng.throughput / st.throughput:.2f}")
+    if args.throughput_budget:
+        b = args.throughput_budget
+        print(f"engine_budget{b}_tokens_per_s: {large.throughput:.1f}")
+        print(f"throughput_engine_budget{b}_vs_one_at_a_time: {large.throughput / one.throughput:.2f}")
+        print(f"throughput_engine_budget{b}_vs_static_batching: {large.throughput / st.throughput:.2f}")
     print(f"mean_ttft_engine_s: {eng.mean_ttft_s:.3f}")
     print(f"mean_ttft_static_batching_s: {st.mean_ttft_s:.3f}")
     print(f"mean_ttft_one_at_a_time_s: {one.mean_ttft_s:.3f}")
