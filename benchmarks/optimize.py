@@ -169,7 +169,8 @@ def main():
     for g, conf in ((4, 0.15), (6, 0.2), (8, 0.2)):
         kw = dict(gamma=g, min_confidence=conf)
         runs = [speculative.speculative_generate(model, draft, tok, p, n_new, **kw) for p in PROMPTS]
-        identical = all(r.tokens == il.generate(model, tok, p, max_new_tokens=n_new).tokens for r, p in zip(runs, PROMPTS))
+        identical = all(r.tokens == il.generate(model, tok, p, max_new_tokens=n_new).tokens
+                        for r, p in zip(runs, PROMPTS))
         alpha = sum(r.accepted for r in runs) / sum(r.judged for r in runs)
         rounds, steps = sum(r.rounds for r in runs), sum(r.draft_steps for r in runs)
         tokens = sum(len(r.tokens) for r in runs)

@@ -210,7 +210,8 @@ def test_prefill_order_sorts_by_length_but_keeps_readers_after_writers():
     runner = ModelRunner(None, SimpleNamespace(block_size=4))
 
     def row(name, table, computed, new):
-        return SimpleNamespace(name=name, num_new=new, request=SimpleNamespace(block_table=table, num_computed=computed))
+        request = SimpleNamespace(block_table=table, num_computed=computed)
+        return SimpleNamespace(name=name, num_new=new, request=request)
 
     owner = row("owner", [1, 2, 3], 0, 12)          # computes blocks 1-3 this step
     reader = row("reader", [1, 2, 4], 8, 3)         # found blocks 1-2 in the prefix cache: written by owner now

@@ -5,8 +5,9 @@ and a pad mask, run through the one GPT with a ``PagedBatch`` as its cache. Deco
 each) and prefill rows (many) go in separate passes, so a long prompt does not pad every decoding row
 to its length; prefill rows are sorted by length and cut into passes too (``prefill_order``,
 ``prefill_passes``). Prefill rows run first, and a request that found its prefix in blocks being computed
-in this same step runs with or after their owner, so it reads them after they are written. A request whose last token was just computed gets its next token picked by
-``sample_next`` with its own ``SamplingParams``.
+in this same step runs with or after their owner, so it reads them after they are written. A request
+whose last token was just computed gets its next token picked by ``sample_next`` with its own
+``SamplingParams``.
 """
 from __future__ import annotations
 
