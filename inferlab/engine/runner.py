@@ -23,7 +23,8 @@ class ModelRunner:
     # built on (median error 7%): every row is padded to the pass's most new tokens and widest context, and
     #     cost = prefill_pass_cost_tokens + rows x most new tokens x (1 + widest context / attention_context_tokens)
     # A pass costs as much as ~100 more tokens (5 ms); a token's attention costs as much as its projections and
-    # MLP once it looks at ~360 keys.
+    # MLP once it looks at ~360 keys. ``benchmarks/prefill_pass_cost.py`` refits both on any machine (repeated
+    # runs here gave 100-125 and 250-365).
     prefill_pass_cost_tokens = 100
     attention_context_tokens = 360
 
