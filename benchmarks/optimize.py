@@ -145,15 +145,23 @@ def main():
           f"{'c loop':>7} {'expected':>9} {'other':>6}")
     print("(expected: with c alone, then with c measured inside the loop; other: the share of the speculative "
           "run's time spent outside both models' forward passes)")
+    greedy = {p: il.generate(model, tok, p, max_new_tokens=n_new).tokens for p in PROMPTS}
+
+    def counted(**options):
+        """One speculative run per prompt: (runs, identical to greedy?, alpha, target passes, draft steps, tokens,
+        c measured inside the loop)."""
+        runs = [speculative.speculative_generate(model, draft, tok, p, n_new, **options) for p in PROMPTS]
+        rounds, steps = sum(r.rounds for r in runs), sum(r.draft_steps for r in runs)
+        c_loop = sum(r.draft_s for r in runs) / steps / (sum(r.target_s for r in runs) / rounds)
+        return (runs, all(r.tokens == greedy[p] for r, p in zip(runs, PROMPTS)),
+                sum(r.accepted for r in runs) / sum(r.judged for r in runs), rounds, steps,
+                sum(len(r.tokens) for r in runs), c_loop)
+
     best = 0.0
     for g in (1, 2, 3, 4, 6):
-        runs = [speculative.speculative_generate(model, draft, tok, p, n_new, gamma=g) for p in PROMPTS]
-        identical = all(r.tokens == il.generate(model, tok, p, max_new_tokens=n_new).tokens for r, p in zip(runs, PROMPTS))
-        alpha = sum(r.accepted for r in runs) / sum(r.judged for r in runs)
-        per_pass = sum(len(r.tokens) for r in runs) / sum(r.rounds for r in runs)
+        runs, identical, alpha, rounds, _, tokens, c_loop = counted(gamma=g)
+        per_pass = tokens / rounds
         speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, gamma=g))
-        c_loop = sum(r.draft_s for r in runs) / sum(r.draft_steps for r in runs) / (
-            sum(r.target_s for r in runs) / sum(r.rounds for r in runs))
         expected = speculative.expected_speedup(alpha, g, c)
         expected_loop = speculative.expected_speedup(alpha, g, c_loop)
         other = 1 - sum(r.draft_s + r.target_s for r in runs) / sum(r.total_s for r in runs)
@@ -172,13 +180,7 @@ def main():
           f"{'speedup':>8} {'expected':>9}  (expected: from the counts, with c measured inside the loop)")
     for g, conf in ((4, 0.15), (6, 0.2), (8, 0.2)):
         kw = dict(gamma=g, min_confidence=conf)
-        runs = [speculative.speculative_generate(model, draft, tok, p, n_new, **kw) for p in PROMPTS]
-        identical = all(r.tokens == il.generate(model, tok, p, max_new_tokens=n_new).tokens
-                        for r, p in zip(runs, PROMPTS))
-        alpha = sum(r.accepted for r in runs) / sum(r.judged for r in runs)
-        rounds, steps = sum(r.rounds for r in runs), sum(r.draft_steps for r in runs)
-        tokens = sum(len(r.tokens) for r in runs)
-        c_loop = sum(r.draft_s for r in runs) / steps / (sum(r.target_s for r in runs) / rounds)
+        _, identical, alpha, rounds, steps, tokens, c_loop = counted(**kw)
         expected = tokens / (steps * c_loop + rounds)
         speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, **kw))
         print(f"{g:>7} {conf:>8.2f} {alpha:>6.2f} {steps / rounds:>11.2f} {tokens / rounds:>11.2f} {str(identical):>9} "
