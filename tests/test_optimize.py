@@ -72,6 +72,22 @@ def test_quantized_linear_matches_its_dequantized_weight(scheme):
     assert torch.allclose(ql(x), layer(x), atol=0.2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_int8_layer_uses_the_fused_kernel_only_where_it_pays(dtype, monkeypatch):
+    """float32/bfloat16 go through torch's fused int8 kernel; float16 dequantizes (its CPU kernel is slow)."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48).to(dtype)
+    ql = quantize.QuantizedLinear(layer, "int8")
+    calls = []
+    real = torch._weight_int8pack_mm
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(7, 64).to(dtype)
+    out = ql(x)
+    assert bool(calls) == (dtype != torch.float16)
+    want = F.linear(x, ql.dequantized_weight(dtype), layer.bias)
+    assert out.dtype == dtype and torch.allclose(out.float(), want.float(), atol=0.05 if dtype != torch.float32 else 1e-5)
+
+
 def test_quantize_model_keeps_the_original_and_works_on_every_path(pretrained):
     model, tok = pretrained
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -320,6 +336,25 @@ def test_measure_helpers_on_a_tiny_model(byte_tokenizer):
     gqa = measure.gqa_sweep(cfg.with_(n_head=4, n_kv_head=4), (None, 2, 1), context=16, batch_size=2, repeats=1)
     assert [p.cache_bytes for p in gqa] == [2 * 4 * 8 * 16 * 2 * 4 // k for k in (1, 2, 4)]
     assert [p.kind for p in gqa] == ["multi-head", "grouped-query", "multi-query"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_random_gpt_for_sweeps_is_a_whole_model(arch):
+    """The fast random models of gqa_sweep: real memory for every weight, rotary tables right, MLPs shared."""
+    from inferlab.model import rope_tables
+    cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, n_kv_head=4, arch=arch, max_seq_len=16)
+    weights = {}
+    mha = measure._random_gpt(cfg, torch.float32, weights)
+    mqa = measure._random_gpt(cfg.with_(n_kv_head=1), torch.float32, weights)
+    for m in (mha, mqa):
+        params = list(m.parameters())
+        assert all(p.device.type == "cpu" for p in params)
+        assert len({p.data_ptr() for p in params}) == len(params)   # no two weights share memory
+        assert torch.isfinite(m(torch.randint(0, 64, (2, 5)))).all()
+        if arch == "llama":
+            assert torch.equal(m.rope_cos, rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)[0])
+    assert mha.blocks[0].mlp.up.weight.data_ptr() == mqa.blocks[0].mlp.up.weight.data_ptr()
+    assert mqa.blocks[0].attn.k_proj.weight.shape == (cfg.head_dim, 32)
 
 
 def test_static_cache_gives_the_same_logits():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..counting import kv_cache_bytes
 from ..generate import generate_batch
 from ..kvcache import KVCache
-from ..model import GPT
+from ..model import GPT, rope_tables
 from ..timing import measure
 
 
@@ -153,6 +153,28 @@ class GQAPoint:
     kind: str             # multi-head / grouped-query / multi-query
 
 
+def _random_gpt(cfg, dtype, weights: dict) -> GPT:
+    """``GPT(cfg)`` with random weights, built fast: ``GPT(cfg)`` draws every weight twice (``nn.Linear``'s
+    init, then ours), seconds per model at a 7B layer's shape. A tensor already in ``weights`` (by name, same
+    shape) is reused, so models that differ only in their key/value heads share the rest; new ones are added.
+    Within one model every weight has memory of its own, and a step's time does not depend on the values."""
+    with torch.device("meta"):
+        model = GPT(cfg)
+    state = {}
+    for name, p in model.named_parameters():   # a tied weight is listed once
+        w = weights.get(name)
+        if w is None or w.shape != p.shape:
+            w = weights[name] = torch.randn(p.shape).mul_(0.02).to(dtype) if p.dim() > 1 else torch.ones(p.shape, dtype=dtype)
+        state[name] = w
+    model.load_state_dict(state, strict=False, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.tok_emb.weight
+    if cfg.arch == "llama":   # buffers, not in the state dict
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
+    return model.eval()
+
+
 def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 2048, batch_size: int = 8,
               vocab_size: int | None = 2048, repeats: int = 3, dtype=torch.float32) -> list[GQAPoint]:
     """Random-weight models of ``config``'s layer shape with each number of key/value heads (None = as
@@ -161,13 +183,13 @@ def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 20
     ``n_layer`` layers and a ``vocab_size``-row embedding keep it fast (per layer, every number is the real
     shape's). The cache is filled with random keys/values instead of a prefill: a step reads them the same.
     """
-    points = []
+    points, weights = [], {}
+    torch.manual_seed(0)
     for kv in kv_heads:
         kv = config.n_head if kv is None else kv
         cfg = config.with_(n_kv_head=kv, n_layer=n_layer, max_seq_len=context + 1,
                            vocab_size=vocab_size or config.vocab_size, name=f"{config.name}-kv{kv}")
-        torch.manual_seed(0)
-        model = GPT(cfg).to(dtype).eval()
+        model = _random_gpt(cfg, dtype, weights)
         cache = KVCache(cfg, batch_size, context + 1, dtype=dtype)
         cache.k.normal_()
         cache.v.normal_()
