@@ -41,12 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 import inferlab as il  # noqa: E402
 from inferlab.timing import cpu_model  # noqa: E402
 from inferlab.engine.baselines import mixed_workload, one_at_a_time, static_batching  # noqa: E402
+from inferlab.engine.engine import DEFAULT_BLOCK_SIZE  # noqa: E402
 from inferlab.engine.paged_cache import KVPool, PagedBatch  # noqa: E402
 from inferlab.profiling import decode_stepper  # noqa: E402
 from inferlab.timing import measure  # noqa: E402
 
 
-def decode_step_costs(model, contexts, block_size=16, repeats=20):
+def decode_step_costs(model, contexts, block_size=DEFAULT_BLOCK_SIZE, repeats=20):
     """(paged ms, contiguous ms): one decode step of ``len(contexts)`` rows through the engine's paged cache
     (blocks scattered over the pool) and through a contiguous ``KVCache`` padded to the longest context.
     The gap is what gathering blocks costs without a kernel that reads them in place."""
@@ -79,6 +80,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="24 requests instead of 64")
     ap.add_argument("--requests", type=int, default=None)
     ap.add_argument("--max-num-seqs", type=int, default=32, help="engine seats = static batch size (default 32)")
+    ap.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="tokens per KV block (default "
+                    f"{DEFAULT_BLOCK_SIZE}, the Engine's own default)")
     ap.add_argument("--max-num-batched-tokens", type=int, default=512, help="the engine's token budget per step "
                     "(default 512, the Engine's own default)")
     ap.add_argument("--throughput-budget", type=int, default=2048, help="a second, larger budget the engine also "
@@ -100,10 +103,11 @@ def main():
     print(f"workload: {n} requests, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens "
           f"(mean {sum(map(len, prompts)) / n:.0f}), outputs {min(p.max_tokens for p in params)}-"
           f"{max(p.max_tokens for p in params)} (mean {sum(p.max_tokens for p in params) / n:.0f}), greedy; "
-          f"max_num_seqs = static batch size = {args.max_num_seqs}", flush=True)
+          f"max_num_seqs = static batch size = {args.max_num_seqs}; KV blocks of {args.block_size} tokens", flush=True)
 
     def make_engine(prefix=True, seats=args.max_num_seqs, budget=args.max_num_batched_tokens):
-        return il.Engine(model, tok, max_num_seqs=seats, max_num_batched_tokens=budget, enable_prefix_caching=prefix)
+        return il.Engine(model, tok, block_size=args.block_size, max_num_seqs=seats, max_num_batched_tokens=budget,
+                         enable_prefix_caching=prefix)
 
     make_engine().generate(prompts[:4], params[:4])       # warm-up (first calls allocate memory)
     il.generate(model, tok, prompts[0], max_new_tokens=4)
@@ -148,7 +152,7 @@ def main():
     print(f"same greedy tokens with and without prefix caching: {runs[True][1] == runs[False][1]}")
 
     contexts = [len(p) + sp.max_tokens // 2 for p, sp in zip(prompts, params)][:args.max_num_seqs]
-    paged_ms, contiguous_ms = decode_step_costs(model, contexts)
+    paged_ms, contiguous_ms = decode_step_costs(model, contexts, args.block_size)
     print(f"one decode step of {len(contexts)} rows at contexts {min(contexts)}-{max(contexts)}: paged cache "
           f"{paged_ms:.2f} ms, contiguous cache {contiguous_ms:.2f} ms")
 
