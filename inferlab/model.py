@@ -62,9 +62,11 @@ def attend(q, k, v, mask):
     B, H, T, d = q.shape
     kv_heads = k.shape[1]
     q = q.reshape(B, kv_heads, H // kv_heads * T, d)  # the query heads that share one K/V head, stacked
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(d)
+    # in place: the scores of a long batched prefill are megabytes, and a second and third copy of them
+    # cost more than the arithmetic (autograd allows it: neither step's backward needs the scores)
+    scores = (q @ k.transpose(-2, -1)).div_(math.sqrt(d))
     scores = scores.view(B, kv_heads, H // kv_heads, T, -1)
-    scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
+    scores.masked_fill_(~mask[:, :, None], float("-inf"))
     weights = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
     out = weights.view(B, kv_heads, H // kv_heads * T, -1) @ v
     return out.view(B, H, T, d)
