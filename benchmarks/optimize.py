@@ -8,7 +8,8 @@ Baseline: the bundled model in float32, one request at a time, ``eval()`` + ``to
 Speed ratios are baseline time / technique time (higher is faster), measured side by side in this run;
 memory ratios are technique bytes / baseline bytes (lower is smaller); quality is the change in held-out
 loss (all held-out windows) and the share of greedy tokens equal to the float32 model's.
-Speculative decoding runs at fixed draft lengths gamma and with an adaptive one (``min_confidence``).
+Speculative decoding runs at fixed draft lengths gamma and with an adaptive one (``min_confidence``); the
+fastest setting is then timed once more on its own, since the best of several noisy timings flatters it.
 Aims (the issue): speculative decoding >= 1.3x at greedy with the bundled pair; int8 weights >= 3.9x
 smaller than float32 with held-out loss < 1% worse. The final ``name: value`` lines are the results.
 """
@@ -157,7 +158,7 @@ def main():
                 sum(r.accepted for r in runs) / sum(r.judged for r in runs), rounds, steps,
                 sum(len(r.tokens) for r in runs), c_loop)
 
-    best = 0.0
+    best, best_options = 0.0, None
     for g in (1, 2, 3, 4, 6):
         runs, identical, alpha, rounds, _, tokens, c_loop = counted(gamma=g)
         per_pass = tokens / rounds
@@ -172,7 +173,8 @@ def main():
         results[f"speculative_gamma{g}_expected"] = expected
         results[f"speculative_gamma{g}_expected_c_in_loop"] = expected_loop
         results[f"speculative_gamma{g}_time_outside_passes"] = other
-        best = max(best, speedup)
+        if speedup > best:
+            best, best_options = speedup, dict(gamma=g)
     # adaptive draft length: up to gamma drafts, ending a round's drafts after one the draft is unsure of.
     # The formula needs one gamma; its count-based form is tokens / (draft steps x c + target passes).
     print("\nadaptive draft length (min_confidence: end the drafts after a token the draft gave less than that)")
@@ -188,8 +190,13 @@ def main():
         key = f"speculative_adaptive_gamma{g}_conf{round(conf * 100)}"
         results[f"{key}_speedup"] = speedup
         results[f"{key}_expected"] = expected
-        best = max(best, speedup)
+        if speedup > best:
+            best, best_options = speedup, kw
+    # the best of eight noisy measurements is biased upwards: time the chosen setting again, afresh
+    confirmed = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, **best_options))
+    print(f"best setting {best_options}: {best:.2f}x; timed again on its own: {confirmed:.2f}x")
     results["speculative_best_speedup"] = best
+    results["speculative_best_confirmed_speedup"] = confirmed
     results["speculative_memory"] = (base_bytes + quantize.weight_bytes(draft)) / base_bytes
 
     # 8. static cache + torch.compile (opt-in)
@@ -201,7 +208,8 @@ def main():
         results["compile_speed"] = eager_s / compiled_s
 
     print(f"\naims: int8 {1 / results['int8_memory']:.2f}x smaller (aim >= 3.9), loss "
-          f"{results['int8_loss_change_pct']:+.3f}% (aim < 1%); speculative best {best:.2f}x (aim >= 1.3)")
+          f"{results['int8_loss_change_pct']:+.3f}% (aim < 1%); speculative best {best:.2f}x, timed again "
+          f"{confirmed:.2f}x (aim >= 1.3)")
     for key, value in results.items():
         print(f"{key}: {value:.3f}")
 

@@ -50,8 +50,7 @@ class Engine:
     """
 
     def __init__(self, model, tok, block_size: int = DEFAULT_BLOCK_SIZE, num_blocks: int | None = None,
-                 max_num_seqs: int = 32,
-                 max_num_batched_tokens: int = 512, enable_prefix_caching: bool = True,
+                 max_num_seqs: int = 32, max_num_batched_tokens: int = 512, enable_prefix_caching: bool = True,
                  kv_cache_memory_bytes: int | None = None):
         if not hasattr(model, "config") or not callable(model):
             raise TypeError(f"model must be an il.GPT, got {type(model).__name__}")

@@ -164,7 +164,8 @@ def _random_gpt(cfg, dtype, weights: dict) -> GPT:
     for name, p in model.named_parameters():   # a tied weight is listed once
         w = weights.get(name)
         if w is None or w.shape != p.shape:
-            w = weights[name] = torch.randn(p.shape).mul_(0.02).to(dtype) if p.dim() > 1 else torch.ones(p.shape, dtype=dtype)
+            w = torch.randn(p.shape).mul_(0.02) if p.dim() > 1 else torch.ones(p.shape)   # norms' weights: ones
+            w = weights[name] = w.to(dtype)
         state[name] = w
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_embeddings:
