@@ -17,6 +17,7 @@ gathering a copy; the arithmetic is the same.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..config import ModelConfig
@@ -54,6 +55,13 @@ class KVPool:
         return 2 * self.k.numel() * self.k.element_size()
 
 
+def index_tensor(rows: list) -> torch.Tensor:
+    """An int64 tensor from a list of ints or of equal-length int lists, made through numpy: ``torch.tensor``
+    walks a Python list about 6x slower (410 us against 71 us for a 32 x 48 block table on the CPU this course
+    was built on), and the engine makes these for every pass."""
+    return torch.from_numpy(np.array(rows, dtype=np.int64))
+
+
 def slot_of(block_table: list[int], position: int, block_size: int) -> int:
     """The slot of the token at ``position``: physical block from the table, offset within the block."""
     return block_table[position // block_size] * block_size + position % block_size
@@ -71,13 +79,13 @@ class PagedBatch:
         context = [c + n for c, n in zip(num_computed, num_new)]          # tokens each row attends over
         used = [-(-n // bs) for n in context]                             # blocks each row reads
         width = max(used)
-        tables = torch.tensor([t[:u] + [0] * (width - u) for t, u in zip(block_tables, used)])  # pad: block 0, masked
+        tables = index_tensor([t[:u] + [0] * (width - u) for t, u in zip(block_tables, used)])  # pad: block 0, masked
         # rows are left-padded: each row's last column is its newest token, so the model can compute the
         # logits of the last column only (``last_only``), not of every prompt position
-        offset = T - torch.tensor(num_new)[:, None]
+        offset = T - index_tensor(num_new)[:, None]
         steps = torch.arange(T)[None, :]
         pad_mask = steps >= offset                                        # [B, T] real new tokens
-        positions = torch.where(pad_mask, torch.tensor(num_computed)[:, None] + steps - offset, 0)
+        positions = torch.where(pad_mask, index_tensor(num_computed)[:, None] + steps - offset, 0)
         # the slot mapping: where each new token's key/value goes = physical block * block_size + offset
         slots = tables.gather(1, positions // bs) * bs + positions % bs
         write_slots = slots[pad_mask]

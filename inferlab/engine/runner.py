@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..sampling import sample_next
-from .paged_cache import KVPool, PagedBatch
+from .paged_cache import KVPool, PagedBatch, index_tensor
 from .scheduler import SchedulerOutput
 
 
@@ -42,7 +42,7 @@ class ModelRunner:
         for s in group:   # left-padded, like the cache's rows: the newest token is in the last column
             c = s.request.num_computed
             rows.append([0] * (T - s.num_new) + s.request.tokens[c:c + s.num_new])
-        idx = torch.tensor(rows)
+        idx = index_tensor(rows)
         logits = self.model(idx.to(device), positions=cache.positions, cache=cache, pad_mask=cache.pad_mask,
                             last_only=True)
         return logits[:, -1]
