@@ -9,7 +9,7 @@ import inferlab as il
 from conftest import random_model, small_configs
 from inferlab.engine.baselines import one_at_a_time, static_batching
 from inferlab.engine.block_manager import BlockManager
-from inferlab.engine.paged_cache import KVPool, PagedBatch, slot_of
+from inferlab.engine.paged_cache import KVPool, PagedBatch, index_tensor, slot_of
 from inferlab.engine.request import Request, RequestState
 
 TOK = il.BPETokenizer()  # bytes only: vocab 256, fits every small config (vocab 260-400)
@@ -376,3 +376,10 @@ def test_blocks_are_gathered_into_one_reused_buffer():
     assert pool.gather_buffer("k", 4).data_ptr() == first.data_ptr() and pool.gather_buffer("k", 4).shape[0] == 4
     assert pool.gather_buffer("v", 6).data_ptr() != first.data_ptr()   # keys and values need one each
     assert pool.gather_buffer("k", 12).shape == (12, 4, config.head_dim)  # grows when a larger batch needs it
+
+
+@given(rows=st.lists(st.lists(st.integers(0, 2**40), min_size=3, max_size=3), min_size=1, max_size=6))
+def test_index_tensor_equals_torch_tensor(rows):
+    for value in (rows, rows[0]):
+        got = index_tensor(value)
+        assert got.dtype == torch.int64 and torch.equal(got, torch.tensor(value, dtype=torch.int64))
