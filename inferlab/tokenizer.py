@@ -58,10 +58,8 @@ class BPETokenizer:
         seqs = [list(w) for w in words]
         counts = list(words.values())
         merges = []
-        steps = range(vocab_size - 256)
-        if progress:
-            from tqdm.auto import tqdm
-            steps = tqdm(steps, desc="BPE merges")
+        from .progress import progress as progress_bar
+        steps = progress_bar(range(vocab_size - 256), desc="BPE merges", unit="merge", enabled=progress)
         for step in steps:
             pairs = Counter()
             for seq, n in zip(seqs, counts):

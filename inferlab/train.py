@@ -1,7 +1,7 @@
 """Training: how the model learns (notebook 01, and scripts/train_bundled.py for the checkpoints).
 
 Plain next-token prediction with AdamW, a warm-up + cosine learning-rate schedule, gradient
-clipping, evaluation on a held-out slice and a tqdm progress bar.
+clipping, evaluation on a held-out slice and a progress bar that reads right in a saved notebook.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from .progress import progress as progress_bar, stopped_early
 
 
 @dataclass
@@ -97,10 +99,7 @@ def train(model, train_data: torch.Tensor, eval_data: torch.Tensor | None = None
     device = model.device
     model.train()
     start = time.perf_counter()
-    bar = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(bar, desc="training", unit="step")
+    bar = progress_bar(total=steps, desc="training", unit="step", enabled=progress)
 
     def evaluate(step):
         if eval_data is not None:
@@ -110,7 +109,7 @@ def train(model, train_data: torch.Tensor, eval_data: torch.Tensor | None = None
             history.samples.append((step, sample_fn(model)))
         model.train()
 
-    for step in bar:
+    for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
         x, y = get_batch(train_data, batch_size, seq_len, generator)
@@ -124,14 +123,14 @@ def train(model, train_data: torch.Tensor, eval_data: torch.Tensor | None = None
         history.tokens_seen += x.numel()
         if step % eval_every == 0:
             evaluate(step)
-        if progress:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.update(1)
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            stopped_early(bar, f"stopped by the {max_seconds:g} s time budget, as asked")
             break
     if not history.eval_steps or history.eval_steps[-1] != history.steps[-1]:
         evaluate(history.steps[-1])
     history.seconds = time.perf_counter() - start
-    if progress:
-        bar.close()
+    bar.close()
     model.eval()
     return history

@@ -73,10 +73,10 @@ WRONG = {"6.1": [8, 129, 130, 9.5, "9"], "6.2": [37, 5, 9, 133, 150],
 
 @pytest.mark.parametrize("key", sorted(RIGHT))
 def test_exercise_checks_accept_right_and_reject_wrong(key, capsys):
-    assert ex.check(key, RIGHT[key]) is True
+    assert ex.verdict(key, RIGHT[key])[0] is True
     for wrong in WRONG[key]:
-        assert ex.check(key, wrong) is False
-    assert ex.check(key, None) is False        # not answered yet: a verdict, never an exception
+        assert ex.verdict(key, wrong)[0] is False
+    assert ex.verdict(key, None)[0] is False        # not answered yet: a verdict, never an exception
     ex.solution(key)
     assert "answer" in capsys.readouterr().out
 

@@ -16,6 +16,7 @@ import numbers
 import time
 
 from ..generate import encode_prompt
+from ..progress import progress
 from .block_manager import BlockManager
 from .metrics import StepRecord, run_stats
 from .paged_cache import KVPool
@@ -229,15 +230,11 @@ class Engine:
         first_step, start = len(self.trace), self.now()
         bm = self.block_manager
         q0, h0, p0 = bm.prefix_queries, bm.prefix_hits, self.scheduler.num_preemptions
-        bar = None
-        if use_tqdm:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(reqs), desc="requests")
+        bar = progress(total=len(reqs), desc="requests", unit="request", enabled=use_tqdm)
         for event in self._drive(reqs, arrival_times):
-            if bar is not None and event.finished:
+            if event.finished:
                 bar.update(1)
-        if bar is not None:
-            bar.close()
+        bar.close()
         outputs = [RequestOutput.from_request(r) for r in reqs]
         self.last_stats = run_stats(outputs, self.trace[first_step:], self.now() - start,
                                     self.scheduler.num_preemptions - p0, bm.prefix_queries - q0, bm.prefix_hits - h0)

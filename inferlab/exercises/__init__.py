@@ -71,7 +71,7 @@ def verdict(key: str, answer) -> tuple[bool, str]:
     """(correct?, message) without printing; ``None`` means not answered yet."""
     ex = _load(key)
     if answer is None or answer is ...:
-        return False, f"Exercise {key}: not answered yet. {ex.question}"
+        return False, f"Exercise {key}: waiting for your answer."
     try:
         ok, message = ex.verify(answer)
     except Exception as e:  # a wrong type of answer is a wrong answer, not a crash
@@ -79,11 +79,84 @@ def verdict(key: str, answer) -> tuple[bool, str]:
     return ok, f"Exercise {key}: {'correct' if ok else 'not yet'}. {message}"
 
 
-def check(key: str, answer) -> bool:
+def check(key: str, answer) -> None:
+    """Print the verdict (a neutral line while the answer is still ``None``). Returns nothing, so a
+    check cell shows no ``Out:``; tests use ``verdict``."""
     ok, message = verdict(key, answer)
-    print(("✅ " if ok else "❌ ") + message)
-    return ok
+    waiting = answer is None or answer is ...
+    print(("… " if waiting else "✅ " if ok else "❌ ") + message)
 
 
 def solution(key: str) -> None:
     print(_load(key).solution)
+
+
+def solution_code(key: str) -> str:
+    """The code of a worked solution: its lines indented by four spaces, as a learner would paste them."""
+    lines = []
+    for line in _load(key).solution.splitlines():
+        if line.startswith("    ") or (not line.strip() and lines):
+            lines.append(line[4:])
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+ANSWER_NAMES = ("answer",)   # names a solution may (re)bind: ``answer`` and ``answer_<digits>``
+
+
+def _fingerprint(value):
+    """A cheap summary of a model's or tensor's contents, to notice a solution that changes them in place."""
+    import torch
+    if isinstance(value, torch.nn.Module):
+        return tuple(float(p.detach().double().sum()) for p in value.state_dict().values()
+                     if isinstance(p, torch.Tensor) and p.is_floating_point())
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), float(value.detach().double().sum()) if value.numel() else 0.0)
+    return None
+
+
+def _may_bind(name: str) -> bool:
+    return name in ANSWER_NAMES or (name.startswith("answer_") and name[7:].isdigit())
+
+
+def run_solution(key: str, namespace: dict) -> list:
+    """Run exercise ``key``'s solution code in a copy of a notebook's ``namespace`` (its ``globals()``),
+    as a learner pasting it would. Returns the problems found (empty = fine): it raised, it rebound or
+    changed a name the notebook already had, or its answer does not pass the check. The notebook's
+    own namespace is left as it was."""
+    import copy as _copy
+    before = {k: v for k, v in namespace.items() if not k.startswith("_")}
+    marks = {k: _fingerprint(v) for k, v in before.items()}
+    scratch = dict(namespace)
+    problems = []
+    try:
+        exec(compile(solution_code(key), f"<solution {key}>", "exec"), scratch)
+    except Exception as e:  # noqa: BLE001 -- reported, not raised: every solution is checked
+        return [f"{key}: the solution raised {type(e).__name__}: {e}"]
+    for name, value in before.items():
+        if _may_bind(name):
+            continue
+        if scratch.get(name, _copy) is not value:
+            problems.append(f"{key}: the solution rebinds the notebook's name {name!r}")
+        elif marks[name] is not None and _fingerprint(value) != marks[name]:
+            problems.append(f"{key}: the solution changes the contents of {name!r}")
+    bound = [n for n in scratch if _may_bind(n) and scratch[n] is not namespace.get(n, _copy)]
+    digits = "answer_" + key.replace(".", "")
+    name = digits if digits in bound else "answer" if "answer" in bound else None
+    if name is None:
+        problems.append(f"{key}: the solution sets no answer variable")
+    else:
+        ok, message = verdict(key, scratch[name])
+        if not ok:
+            problems.append(f"{key}: the solution's answer fails its own check: {message}")
+    return problems
+
+
+def check_solutions(part: int, namespace: dict) -> None:
+    """Run every solution of notebook ``part`` in (a copy of) the notebook's namespace; raise
+    AssertionError listing every problem. The test suite calls this at the end of each notebook."""
+    _load(f"{part}.1")
+    keys = sorted((k for k in REGISTRY if k.split(".")[0] == str(part)), key=lambda k: int(k.split(".")[1]))
+    problems = [p for k in keys for p in run_solution(k, namespace)]
+    if problems:
+        raise AssertionError("\n".join(problems))
+    print(f"all {len(keys)} solutions of part {part} run in the notebook and pass their checks")
