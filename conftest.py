@@ -1,11 +1,14 @@
 """After each core notebook's last cell, nbval runs one more item in the same kernel: every exercise's
 worked solution, pasted as a learner would, must run, leave the notebook's names alone and pass its
 own check (inferlab.exercises.check_solutions)."""
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
 
 import nbformat
+
+os.environ["INFERLAB_PROGRESS"] = "off"   # tests and the notebook kernels they start keep no progress file
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -68,3 +68,29 @@ def test_progress_outside_a_notebook_and_stopped_early(capsys):
     assert list(progress(range(3), enabled=False)) == [0, 1, 2]
     with pytest.raises(TypeError):
         progress(range(3), enabled="yes")
+
+
+def test_progress_remembers_verdicts_and_solutions_can_be_turned_off(tmp_path, monkeypatch, capsys):
+    from inferlab import exercises as ex
+    monkeypatch.setenv("INFERLAB_PROGRESS", str(tmp_path / "progress.json"))
+    ex.check("2.1", None)                 # not answered: not recorded
+    assert ex.progress() == {}
+    ex.check("2.1", -5)                    # a wrong answer is recorded as tried
+    assert ex.progress() == {"2.1": False}
+    assert "lesson 2: 0/" in capsys.readouterr().out
+    monkeypatch.setenv("INFERLAB_SOLUTIONS", "off")
+    ex.solution("2.1")
+    assert "turned off" in capsys.readouterr().out
+    monkeypatch.setenv("INFERLAB_SOLUTIONS", "on")
+    ex.solution("2.1")
+    assert "turned off" not in capsys.readouterr().out
+
+
+def test_setup_check_reports_versions_and_the_bundled_model():
+    from inferlab import check
+    report = check.run(calibrate=False)
+    text = str(report)
+    assert "torch" in text and "bundled model" in text and "loads and answers offline" in text
+    assert not report.warnings
+    with pytest.raises(TypeError, match="calibrate"):
+        check.run(calibrate="yes")

@@ -6,14 +6,22 @@ Each notebook part registers its exercises in ``inferlab/exercises/partN.py``. I
     answer = None            # <- the learner's work
     ex.check("1.1", answer)  # prints a verdict (never raises, so Run All always finishes)
     ex.solution("1.1")       # prints a worked solution, for when you are stuck
+    ex.progress()            # which exercises of which lesson you have solved so far
+
+A teacher turns solutions off with the environment variable ``INFERLAB_SOLUTIONS=off`` (set before
+starting JupyterLab). Verdicts are remembered in ``~/.inferlab/progress.json`` (or the file named by
+``INFERLAB_PROGRESS``; ``INFERLAB_PROGRESS=off`` remembers nothing).
 
 The verdict functions return True/False so tests can drive them with right and wrong answers.
 """
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import numbers
+import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -79,16 +87,73 @@ def verdict(key: str, answer) -> tuple[bool, str]:
     return ok, f"Exercise {key}: {'correct' if ok else 'not yet'}. {message}"
 
 
+def _progress_file() -> Path | None:
+    setting = os.environ.get("INFERLAB_PROGRESS", "")
+    if setting.lower() == "off":
+        return None
+    return Path(setting) if setting else Path.home() / ".inferlab" / "progress.json"
+
+
+def _recorded() -> dict:
+    path = _progress_file()
+    try:
+        data = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record(key: str, ok: bool) -> None:
+    path = _progress_file()
+    if path is None:
+        return
+    data = _recorded()
+    data[key] = bool(ok) or bool(data.get(key))   # once solved, stays solved
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    except OSError:
+        pass   # a read-only home must not break a lesson
+
+
 def check(key: str, answer) -> None:
-    """Print the verdict (a neutral line while the answer is still ``None``). Returns nothing, so a
-    check cell shows no ``Out:``; tests use ``verdict``."""
+    """Print the verdict (a neutral line while the answer is still ``None``) and remember it for
+    ``progress()``. Returns nothing, so a check cell shows no ``Out:``; tests use ``verdict``."""
     ok, message = verdict(key, answer)
     waiting = answer is None or answer is ...
+    if not waiting:
+        _record(key, ok)
     print(("… " if waiting else "✅ " if ok else "❌ ") + message)
 
 
+def progress() -> dict:
+    """Print, lesson by lesson, which exercises you have solved (✅), tried (❌) or not tried (·).
+    Returns ``{key: True/False}`` for the ones tried."""
+    for part in range(1, 7):
+        try:
+            importlib.import_module(f"{__name__}.part{part}")
+        except ModuleNotFoundError:
+            pass
+    done = _recorded()
+    keys = sorted(REGISTRY, key=lambda k: tuple(int(x) for x in k.split(".")))
+    for part in sorted({k.split(".")[0] for k in keys}, key=int):
+        marks = [f"{k} {'✅' if done.get(k) else '❌' if k in done else '·'}" for k in keys if k.split(".")[0] == part]
+        solved = sum(1 for k in keys if k.split(".")[0] == part and done.get(k))
+        print(f"lesson {part}: {solved}/{len(marks)} solved   " + "   ".join(marks))
+    return {k: v for k, v in done.items() if k in REGISTRY}
+
+
+def solutions_allowed() -> bool:
+    """False when the teacher set ``INFERLAB_SOLUTIONS=off``."""
+    return os.environ.get("INFERLAB_SOLUTIONS", "on").lower() not in ("off", "0", "false", "no")
+
+
 def solution(key: str) -> None:
-    print(_load(key).solution)
+    ex = _load(key)
+    if not solutions_allowed():
+        print(f"Solutions are turned off for this class (INFERLAB_SOLUTIONS=off): ask your teacher about {key}.")
+        return
+    print(ex.solution)
 
 
 def solution_code(key: str) -> str:
