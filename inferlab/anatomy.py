@@ -4,8 +4,9 @@
 (token embedding, positions, every block, final norm, LM head) and keeps the activation after
 each stage, so the notebook can show shapes and values flowing through the layers; its logits
 equal ``model(idx)``. ``time_step`` measures one generation step (prompt in, next token out)
-broken down by stage: tokenize, embed, each layer, head, sampling, each the median of repeats
-after warm-up.
+broken down by stage: tokenize, embed, each layer, head, sampling, all timed in alternation (one
+round times every stage once) so a machine that slows down half-way slows every stage alike;
+``step_findings`` turns the result into the sentences the notebook prints.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from .model import GPT, causal_mask
 from .sampling import sample_next
-from .timing import measure
+from .timing import Timing, busy_note, compare, measure
 
 
 # --- the forward pass, one stage at a time ---------------------------------------------------------
@@ -103,6 +104,22 @@ def stage_summary(outputs: StageOutputs) -> list[dict]:
     return rows
 
 
+def layer_updates(outputs: StageOutputs, batch: int = 0) -> list[dict]:
+    """What each layer added to the residual stream (notebook 02): per layer, the RMS of its update
+    (the stream after minus before, per token, averaged), the stream's RMS before and after, and how
+    many tokens' vectors came out shorter than they went in (an update can point against the stream)."""
+    rows = []
+    for i, name in enumerate(outputs.names):
+        if not name.startswith("layer"):
+            continue
+        before, after = outputs.tensors[i - 1][batch].float(), outputs.tensors[i][batch].float()
+        rms = lambda t: t.pow(2).mean(-1).sqrt()  # noqa: E731 -- per token
+        rows.append({"stage": name, "update_rms": rms(after - before).mean().item(),
+                     "rms_before": rms(before).mean().item(), "rms_after": rms(after).mean().item(),
+                     "tokens_shrunk": int((after.norm(dim=-1) < before.norm(dim=-1)).sum())})
+    return rows
+
+
 def token_rms(outputs: StageOutputs, batch: int = 0) -> torch.Tensor:
     """[stages, T]: RMS of each token's vector after each stage (notebook 02's residual-stream heatmap)."""
     return torch.stack([t[batch].float().pow(2).mean(-1).sqrt() for t in outputs.tensors])
@@ -138,11 +155,16 @@ def median_time(fn: Callable[[], object], warmup: int = 3, repeats: int = 20, de
 
 @dataclass
 class StepTiming:
-    """Median time of each stage of one generation step, and of the whole step timed in one go (notebook 02)."""
+    """Median time of each stage of one generation step, and of the whole step timed in one go (notebook 02).
+
+    Every entry was timed in the same alternating rounds (``timing.compare``), so ``timings`` holds
+    each one's repeats and spread; ``greedy pick`` (an argmax) is timed beside them for comparison.
+    """
     prompt_tokens: int
     stages: dict[str, float]                      # stage name -> median seconds, in execution order
     whole_step_s: float                           # median of tokenize + model(idx) + sample_next, timed together
     samples: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    timings: dict[str, Timing] = field(default_factory=dict, repr=False)   # stages + "whole step" + "greedy pick"
 
     @property
     def sum_of_stages_s(self) -> float:
@@ -152,10 +174,19 @@ class StepTiming:
     def layers_s(self) -> float:
         return sum(v for k, v in self.stages.items() if k.startswith("layer"))
 
+    @property
+    def greedy_pick_s(self) -> float:
+        """Median time of a greedy pick (argmax of the same logits), timed beside the stages."""
+        return self.timings["greedy pick"].median_s
+
     def grouped(self) -> dict[str, float]:
         """The five stages of the post's story: tokenize, embed, layers (all together), head, sampling."""
         return {"tokenize": self.stages["tokenize"], "embed": self.stages["embed"], "layers": self.layers_s,
                 "head": self.stages["head"], "sampling": self.stages["sampling"]}
+
+    def busy_note(self) -> str:
+        """``timing.busy_note`` over the stages and the whole step: '' when the repeats agree."""
+        return busy_note(*(self.timings[name] for name in [*self.stages, "whole step"]))
 
 
 @torch.inference_mode()
@@ -163,10 +194,10 @@ def time_step(model: GPT, tok, prompt: str, temperature: float = 0.0, top_k=None
               warmup: int = 3, repeats: int = 30, seed: int = 0) -> StepTiming:
     """Measure one generation step (text prompt -> next token id) stage by stage.
 
-    Each stage is timed on its own, on the real input the previous stage produced, as the median
-    of ``repeats`` runs after ``warmup``. The whole step is also timed in one piece
-    (``tok.encode`` + ``model(idx)`` + ``sample_next``) so the sum of the parts can be compared with it.
-    The head runs on every position, as ``GPT.forward`` does.
+    Each stage runs on the real input the previous stage produced. All stages, the whole step in one
+    piece (``tok.encode`` + ``model(idx)`` + ``sample_next``) and a greedy pick for comparison are
+    timed in alternation, ``repeats`` rounds after ``warmup`` rounds (``timing.compare``); each
+    stage's time is the median of its repeats. The head runs on every position, as ``GPT.forward`` does.
     """
     if not isinstance(prompt, str) or not prompt:
         raise ValueError("prompt must be a non-empty str")
@@ -188,15 +219,66 @@ def time_step(model: GPT, tok, prompt: str, temperature: float = 0.0, top_k=None
             jobs[f"layer {i}"] = (lambda i=i: run_layer(model, i, emb, xs[i]))
         jobs["head"] = lambda: head(model, xs[-1])
         jobs["sampling"] = lambda: sample_next(last_logits, temperature, top_k, top_p, gen).item()
+        stage_names = list(jobs)
 
         def whole():
             ids = torch.tensor([tok.encode(prompt)], device=device)
             return sample_next(model(ids)[:, -1], temperature, top_k, top_p, gen).item()
 
-        samples = {name: time_call(fn, warmup, repeats, device) for name, fn in jobs.items()}
-        whole_samples = time_call(whole, warmup, repeats, device)
+        jobs["whole step"] = whole
+        jobs["greedy pick"] = lambda: sample_next(last_logits, 0.0).item()
+        timings = compare(jobs, repeats=repeats, warmup=warmup, device=device)
     finally:
         model.train(was_training)
-    stages = {name: statistics.median(s) for name, s in samples.items()}
-    samples["whole step"] = whole_samples
-    return StepTiming(idx.shape[1], stages, statistics.median(whole_samples), samples)
+    stages = {name: timings[name].median_s for name in stage_names}
+    samples = {name: t.samples_s for name, t in timings.items()}
+    return StepTiming(idx.shape[1], stages, timings["whole step"].median_s, samples, timings)
+
+
+def step_findings(timing: StepTiming) -> list[str]:
+    """What one measured step shows, as sentences a notebook prints (notebook 02, section 7).
+
+    Each sentence states what happened in *this* measurement, so it stays true on any machine:
+    the figures come from ``timing`` and each claim is checked against them before it is made.
+    """
+    total, g = timing.sum_of_stages_s, timing.grouped()
+    layers = {k: v for k, v in timing.stages.items() if k.startswith("layer")}
+    n = len(layers)
+    us = lambda s: f"{s * 1e6:,.0f} µs"  # noqa: E731
+    lines = [f"On this machine one step (prompt text in, token id out) took {us(timing.whole_step_s)} timed in "
+             f"one piece; the stages timed alone add up to {us(total)} "
+             f"({timing.whole_step_s / total:.2f} x the sum)."]
+    note = timing.busy_note()
+    if note:   # repeats disagree: say so instead of drawing conclusions the numbers cannot carry
+        return lines + [note, "So no conclusion is drawn from this run: the shares above may be far from what "
+                              "this machine does when it is quiet."]
+    share = g["layers"] / total
+    if share > 0.5:
+        lines.append(f"The {n} layers took {share:.0%} of the stages' time, most of it: the same block of work "
+                     "runs once per layer.")
+    else:
+        lines.append(f"The {n} layers took only {share:.0%} of the stages' time here, less than half: on this "
+                     "machine the fixed costs outside them (Python calls, launching each operation, the "
+                     "sampler's sort) outweighed the layers' arithmetic.")
+    spread = max(layers.values()) / min(layers.values())
+    if spread < 1.3:
+        lines.append(f"Each layer cost about the same ({us(min(layers.values()))} to {us(max(layers.values()))}): "
+                     "every block does the same work on the same shapes.")
+    else:
+        lines.append(f"The layers' times differed by {spread:.1f} x although every block does the same work "
+                     "on the same shapes: a sign that something else used the CPU during the measurement.")
+    front = (g["tokenize"] + g["embed"]) / total
+    lines.append(f"Tokenization and the embedding lookup took {front:.1%} together"
+                 + (": nearly free; the post's step 1 is not where the time goes." if front < 0.05 else
+                    ": more than a string split and a table lookup need; fixed costs (a call into torch, "
+                    "on a GPU the copy of the ids to the device) weigh more here."))
+    ratio = g["sampling"] / timing.greedy_pick_s
+    versus = "more" if g["sampling"] > g["head"] else "less"
+    lines.append(f"Sampling (temperature, top-k, top-p, a random draw) took {us(g['sampling'])}, "
+                 f"{g['sampling'] / total:.1%} of the stages' time: {ratio:.0f} x a greedy argmax ({us(timing.greedy_pick_s)}) "
+                 f"and {versus} than the head's matrix multiplication ({us(g['head'])}).")
+    worst = max([*timing.stages, "whole step"], key=lambda k: timing.timings[k].spread)
+    lines.append(f"Spread: the middle half of each stage's {timing.timings[worst].repeats} repeats spanned at most "
+                 f"{timing.timings[worst].spread:.0%} of its median (widest: {worst}), so these shares are typical "
+                 "of this machine.")
+    return lines

@@ -11,7 +11,11 @@ import torch
 
 
 def check_sampling_args(temperature=0.0, top_k=None, top_p=None) -> None:
-    """Raise a clear error for any control outside what is allowed."""
+    """Raise a clear error for any control outside what is allowed.
+
+    "Off" is ``None`` for both filters; ``top_p=1.0`` keeps every token too. ``top_k=0`` is refused
+    rather than read as off (Hugging Face and vLLM read it as off), so a typo never silently disables it.
+    """
     if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool):
         raise TypeError(f"temperature must be a number >= 0, got {type(temperature).__name__}")
     if not temperature >= 0 or temperature == float("inf"):
@@ -20,7 +24,8 @@ def check_sampling_args(temperature=0.0, top_k=None, top_p=None) -> None:
         if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool):
             raise TypeError(f"top_k must be an int >= 1 or None, got {type(top_k).__name__}")
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1 (or None to keep every token), got {top_k}")
+            raise ValueError(f"top_k must be >= 1, or None to keep every token (what top_k=0 means in "
+                             f"Hugging Face's generate), got {top_k}")
     if top_p is not None:
         if not isinstance(top_p, numbers.Real) or isinstance(top_p, bool):
             raise TypeError(f"top_p must be a number in (0, 1] or None, got {type(top_p).__name__}")

@@ -2,6 +2,7 @@
 callbacks (called with the values the widgets send), and the exercises' checks."""
 import warnings
 
+import matplotlib
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -127,9 +128,64 @@ def test_time_step_stages(small, tok, temperature, top_k, top_p):
     assert list(t.grouped()) == ["tokenize", "embed", "layers", "head", "sampling"]
     assert sum(t.grouped().values()) == pytest.approx(t.sum_of_stages_s)
     assert len(t.samples["whole step"]) == 2
+    assert set(t.timings) == set(t.stages) | {"whole step", "greedy pick"}   # all timed in the same rounds
+    assert all(x.repeats == 2 for x in t.timings.values()) and t.greedy_pick_s > 0
+    assert isinstance(t.busy_note(), str)
     assert not small.training
     with pytest.raises(ValueError):
         anatomy.time_step(small, tok, "")
+
+
+def _step_timing(stage_us: dict, whole_us: float, greedy_us: float = 10.0, jitter: float = 0.0):
+    """A StepTiming built from chosen medians; ``jitter`` spreads the repeats (0.5 = a busy machine)."""
+    from inferlab.timing import _timing
+    def reps(us):
+        return _timing([us * 1e-6 * f for f in (1 - jitter, 1 - jitter / 2, 1, 1 + jitter / 2, 1 + jitter)])
+    timings = {name: reps(us) for name, us in stage_us.items()}
+    timings["whole step"], timings["greedy pick"] = reps(whole_us), reps(greedy_us)
+    return anatomy.StepTiming(7, {k: v.median_s for k, v in timings.items() if k in stage_us},
+                              timings["whole step"].median_s, {k: v.samples_s for k, v in timings.items()}, timings)
+
+
+QUIET = {"tokenize": 8, "embed": 60, "layer 0": 700, "layer 1": 710, "layer 2": 720, "layer 3": 705,
+         "head": 150, "sampling": 330}
+
+
+def test_step_findings_state_what_the_numbers_show():
+    text = " ".join(anatomy.step_findings(_step_timing(QUIET, 3900)))
+    assert "took 3,900 µs timed in one piece" in text and "add up to 3,383 µs" in text
+    assert "The 4 layers took 84%" in text and "most of it" in text
+    assert "Each layer cost about the same (700 µs to 720 µs)" in text
+    assert "nearly free" in text
+    assert "33 x a greedy argmax (10 µs) and more than the head's" in text
+    assert "typical of this machine" in text and "busy" not in text
+    # other outcomes give other sentences, never the quiet machine's
+    odd = dict(QUIET, **{"layer 2": 1400, "sampling": 100, "tokenize": 300})
+    text = " ".join(anatomy.step_findings(_step_timing(odd, 5000)))
+    assert "differed by 2.0 x" in text and "less than the head's" in text and "nearly free" not in text
+    small_layers = dict(QUIET, **{f"layer {i}": 50 for i in range(4)})
+    assert "only" in " ".join(anatomy.step_findings(_step_timing(small_layers, 900)))
+
+
+def test_step_findings_on_a_busy_machine_draw_no_conclusion():
+    lines = anatomy.step_findings(_step_timing(QUIET, 3900, jitter=0.6))
+    text = " ".join(lines)
+    assert "looks busy" in text and "no conclusion" in text
+    assert "most of it" not in text and "nearly free" not in text and "about the same" not in text
+
+
+def test_layer_updates_measure_what_each_layer_added(small):
+    out = anatomy.forward_by_stage(small, [5, 17, 300, 2047])
+    rows = anatomy.layer_updates(out)
+    assert [r["stage"] for r in rows] == [f"layer {i}" for i in range(small.config.n_layer)]
+    diff = out["layer 0"][0] - out["embed"][0]
+    assert rows[0]["update_rms"] == pytest.approx(diff.pow(2).mean(-1).sqrt().mean().item(), rel=1e-5)
+    assert rows[1]["rms_before"] == pytest.approx(rows[0]["rms_after"])
+    # an update against the stream shortens the vector: the count must see it
+    x = torch.ones(1, 3, 4)
+    fake = anatomy.StageOutputs(["embed", "layer 0", "final norm"], [x, x * 0.5, x], torch.zeros(1, 3, 8))
+    row = anatomy.layer_updates(fake)[0]
+    assert row["tokens_shrunk"] == 3 and row["rms_after"] < row["rms_before"]
 
 
 # --- plots and widget callbacks ---------------------------------------------------------------------------
@@ -150,6 +206,21 @@ def test_token_view_callback(tok, text):
     assert f"{len(tok.encode(text))} tokens" in fig._suptitle.get_text()
 
 
+def test_token_view_counts_only_ids_below_256_as_single_bytes(tok):
+    text = "Grüße aus Köln 🙂 — the return value is None."
+    ids = tok.encode(text)
+    assert 1093 in ids and tok.vocab[1093] == b" \xe2\x80"   # a learned merge that stops mid-character
+    assert viz.is_partial(tok, 1093) and not viz.is_byte_token(1093)
+    fig = _no_glyph_warnings(viz.token_view, tok, text)
+    n_single, n_partial = sum(i < 256 for i in ids), sum(viz.is_partial(tok, i) for i in ids)
+    assert n_single != n_partial   # the two counts differ on this text, so the title must not mix them
+    title = fig._suptitle.get_text()
+    assert f"{n_single} single-byte tokens (ids 0–255, orange)" in title and f"{n_partial} not whole characters" in title
+    boxes = [p for p in fig.axes[0].patches]
+    orange = [b for b in boxes if matplotlib.colors.to_hex(b.get_facecolor()) == "#f9cb9c"]
+    assert len(boxes) == len(ids) and len(orange) == n_single
+
+
 def test_token_labels_show_bytes_for_partial_characters(tok):
     ids = tok.encode("🙂")
     assert len(ids) >= 2  # no emoji token: byte-level fallback
@@ -157,7 +228,7 @@ def test_token_labels_show_bytes_for_partial_characters(tok):
     assert viz.token_label(tok, ids[0]) == "F0"
     assert viz.token_label(tok, tok.encode(" a")[0]).startswith("␣")
     table = viz.format_tokens(tok, "🙂")
-    assert "b'\\xf0'" in table and "1 characters -> 4 UTF-8 bytes" in table
+    assert "b'\\xf0'" in table and "1 character -> 4 UTF-8 bytes -> 4 tokens" in table
 
 
 def test_sampling_view_callback_with_slider_values(small, tok):
@@ -165,6 +236,7 @@ def test_sampling_view_callback_with_slider_values(small, tok):
     # slider defaults: temperature 1, top_k 0 (off), top_p 1.0 (off)
     fig = _no_glyph_warnings(viz.sampling_view, logits, tok, temperature=1.0, top_k=0, top_p=1.0)
     assert f"{logits.numel()} of {logits.numel()} tokens can be drawn" in fig.axes[0].get_title()
+    assert "top_k off, top_p off" in fig.axes[0].get_title()   # what the slider values mean, not None
     fig = viz.sampling_view(logits, tok, temperature=0.7, top_k=3, top_p=1.0)
     assert "3 of" in fig.axes[0].get_title()
     fig = viz.sampling_view(logits, tok, temperature=0.0, top_k=0, top_p=1.0)
@@ -195,7 +267,12 @@ def test_layer_and_logit_plots(small, tok):
 
 def test_trace_plots_and_step_slider_callback(small, tok):
     res = il.generate(small, tok, "The return value", max_new_tokens=6, temperature=0.9, seed=3, trace=True)
-    _no_glyph_warnings(viz.plot_trace, res.trace, tok)
+    fig = _no_glyph_warnings(viz.plot_trace, res.trace, tok)
+    drawn = {t.get_text().replace("\n", "") for t in fig.axes[0].texts}
+    for s in res.trace:   # every candidate's whole label is drawn, none cut short
+        assert all(viz.token_label(tok, c.token_id).replace("$", r"\$") in drawn for c in s.candidates)
+    with pytest.raises(ValueError):
+        viz.plot_trace([], tok)
     for step in (0, 3, 5):  # the slider's range
         fig = _no_glyph_warnings(viz.trace_step_view, res, step, tok)
         assert fig.axes[0].get_title(loc="left").startswith(f"step {step},")
@@ -203,6 +280,19 @@ def test_trace_plots_and_step_slider_callback(small, tok):
     viz.trace_step_view(res, 2)  # without tok
     with pytest.raises(ValueError):
         viz.trace_step_view(il.generate(small, tok, "The", max_new_tokens=2), 0)
+
+
+def test_fit_label_never_cuts_a_label():
+    for label in ["␣a", "␣function", "-----------+--------------------------------"]:
+        text, size = viz._fit_label(label, width_pt=90)
+        assert text.replace("\n", "") == label and 6 <= size <= 9
+
+
+def test_words_over_steps():
+    texts = [" a", " string", "\n", "ra", "ises", " an", " by", "te", "w", '"', " defini", "tions", ".", "x"]
+    assert viz.words_over_steps(texts) == [(3, ["ra", "ises"]), (6, [" by", "te", "w"]), (10, [" defini", "tions"])]
+    assert viz.words_over_steps([" a", " function", " object", "."]) == []
+    assert viz.words_over_steps(["ab", "cd"]) == [(0, ["ab", "cd"])]
 
 
 def test_plot_stage_times(small, tok):
@@ -245,13 +335,46 @@ def test_exercise_24():
     assert not ex.verdict("2.4", [0, 1, 4, 2])[0]
 
 
+def test_exercise_hints_say_what_is_wrong():
+    right = torch.tensor(part2.EX22_LOGITS).topk(part2.EX22_K).indices.tolist()
+    assert "counted from 1" in ex.verdict("2.2", [i + 1 for i in right])[1]
+    assert "not logit values" in ex.verdict("2.2", sorted(part2.EX22_LOGITS)[-3:])[1]
+    p = torch.softmax(torch.tensor(part2.EX23_LOGITS) / part2.EX23_TEMPERATURE, -1)[0].item()
+    assert "percentage" in ex.verdict("2.3", p * 100)[1]
+    assert "more than needed" in ex.verdict("2.4", [0, 1, 4, 2])[1]
+    assert "not logit values" in ex.verdict("2.4", [0.46, 0.28, 0.17])[1]
+
+
 @needs_bundled
 def test_exercise_25():
     model, tok = il.load_pretrained()
+    assert part2.EX25_PROMPT != part2.PROMPT_OF_THE_NOTEBOOK   # the notebook never prints this pick
     right = il.generate(model, tok, part2.EX25_PROMPT, max_new_tokens=1).tokens[0]
-    assert ex.verdict("2.5", right)[0]
-    assert not ex.verdict("2.5", (right + 1) % tok.vocab_size)[0]
+    ok, message = ex.verdict("2.5", right)
+    assert ok
     assert not ex.verdict("2.5", tok.decode([right]))[0]
+    notebook_pick = il.generate(model, tok, part2.PROMPT_OF_THE_NOTEBOOK, max_new_tokens=1).tokens[0]
+    assert notebook_pick != right
+    assert "notebook's prompt" in ex.verdict("2.5", notebook_pick)[1]
+    runner_up = [i for i in part2.likely_next_tokens(part2.EX25_PROMPT) if i not in
+                 (right, notebook_pick, *tok.encode(part2.EX25_PROMPT))][0]
+    assert "not the most likely" in ex.verdict("2.5", runner_up)[1]
+    assert "[0, " in ex.verdict("2.5", tok.vocab_size + 5)[1]
+    for wrong in (notebook_pick, runner_up, tok.vocab_size + 5, (right + 1) % tok.vocab_size):
+        ok, message = ex.verdict("2.5", wrong)
+        assert not ok and str(right) not in message.split("not yet.")[1]   # a hint never gives the id away
+
+
+@needs_bundled
+def test_solutions_run_in_the_notebook_namespace_and_leave_it_alone():
+    model, tok = il.load_pretrained()
+    ids = tok.encode(part2.PROMPT_OF_THE_NOTEBOOK)
+    logits = model(torch.tensor([ids]))[0, -1].detach()
+    namespace = {"il": il, "torch": torch, "model": model, "tok": tok, "ids": ids, "logits": logits,
+                 "probs": torch.softmax(logits, -1), "idx": torch.tensor([ids]), "answer": None,
+                 "answer_22": None, "answer_23": None, "answer_24": None}
+    for key in ["2.1", "2.2", "2.3", "2.4", "2.5"]:
+        assert ex.run_solution(key, namespace) == [], key
 
 
 @pytest.mark.parametrize("key", ["2.1", "2.2", "2.3", "2.4"])

@@ -60,6 +60,17 @@ def test_sampling_frequencies_follow_the_distribution():
     assert torch.allclose(freq, PROBS, atol=0.015)
 
 
+def test_top_p_one_keeps_every_token_like_none():
+    """Off is None for both filters; top_p=1.0 keeps everything too (the notebook's sliders rely on it)."""
+    assert torch.equal(next_token_probs(LOGITS, 0.8, top_p=1.0), next_token_probs(LOGITS, 0.8))
+    assert torch.equal(next_token_probs(LOGITS, 0.8, top_k=len(PROBS)), next_token_probs(LOGITS, 0.8))
+
+
+def test_top_k_zero_is_refused_and_the_message_names_the_way_to_turn_it_off():
+    with pytest.raises(ValueError, match="None to keep every token"):
+        check_sampling_args(top_k=0)
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(temperature=-0.1), ValueError, "temperature"),
     (dict(temperature="hot"), TypeError, "temperature"),

@@ -20,7 +20,8 @@ EX23_LOGITS = [2.0, 1.0, 0.0]
 EX23_TEMPERATURE = 0.5
 EX24_LOGITS = [3.0, 2.5, 1.0, 0.2, 2.0, -1.0]
 EX24_P = 0.8
-EX25_PROMPT = "The return value of a function is"
+PROMPT_OF_THE_NOTEBOOK = "The return value of a function is"
+EX25_PROMPT = "This module provides"   # not the notebook's prompt: its pick is printed in section 4
 
 
 @lru_cache(maxsize=1)
@@ -43,12 +44,22 @@ def _as_int(answer) -> int:
     return int(answer)
 
 
+class NotIds(ValueError):
+    """An answer of numbers that are not token ids (logit values or probabilities)."""
+
+
 def _as_id_set(answer) -> set[int]:
     if isinstance(answer, torch.Tensor):
         answer = answer.flatten().tolist()
     if isinstance(answer, (str, bytes)) or not hasattr(answer, "__iter__"):
         raise TypeError(f"expected a list or set of token ids, got {type(answer).__name__}")
-    return {_as_int(a) for a in answer}
+    answer = list(answer)
+    if any(isinstance(a, float) and not a.is_integer() for a in answer):
+        raise NotIds()
+    return {_as_int(int(a)) if isinstance(a, float) else _as_int(a) for a in answer}
+
+
+IDS_NOT_VALUES = "Give token ids (positions in the logits list, counted from 0), not logit values or probabilities."
 
 
 def _survivors(logits, **controls) -> set[int]:
@@ -62,18 +73,35 @@ def tokens_in(text: str) -> int:
     return len(_tokenizer().encode(text))
 
 
+def greedy_picks(prompt: str) -> list[int]:
+    """The argmax of the bundled model's logits at every position of ``prompt``; the last is the greedy pick."""
+    model, tok = _model_and_tokenizer()
+    with torch.inference_mode():
+        logits = model(torch.tensor([tok.encode(prompt)]))[0]
+    return logits.argmax(-1).tolist()
+
+
 def greedy_next_token(prompt: str) -> int:
     """The id the bundled model picks after ``prompt`` at temperature 0 (the argmax of the last logits)."""
+    return greedy_picks(prompt)[-1]
+
+
+def likely_next_tokens(prompt: str, n: int = 10) -> list[int]:
+    """The ``n`` most likely next token ids after ``prompt``, most likely first."""
     model, tok = _model_and_tokenizer()
     with torch.inference_mode():
         logits = model(torch.tensor([tok.encode(prompt)]))[0, -1]
-    return int(logits.argmax())
+    return logits.topk(n).indices.tolist()
 
 
 @exercise("2.1", f"How many tokens does the bundled tokenizer make of {EX21_TEXT!r}? Answer with an int.",
-          f"""answer = len(tok.encode({EX21_TEXT!r}))
+          f"""
+Count with the tokenizer, not by eye:
+
+    answer = len(tok.encode({EX21_TEXT!r}))
+
 Letters the training text rarely saw (ü, ß) and the emoji have no token of their own, so they fall
-back to their UTF-8 bytes: 'ü' is 2 bytes, 'ß' 2, '🙂' 4. Count with the tokenizer, not by eye.""")
+back to their UTF-8 bytes: 'ü' is 2 bytes, 'ß' 2, '🙂' 4.""")
 def _check_21(answer):
     right = tokens_in(EX21_TEXT)
     n = _as_int(answer)
@@ -82,30 +110,49 @@ def _check_21(answer):
                       "rare characters cost several tokens each.")
     if n == len(EX21_TEXT):
         return False, "That is the number of characters; the model never sees characters, only token ids."
+    if n == len(EX21_TEXT.encode("utf-8")):
+        return False, ("That is the number of UTF-8 bytes; some bytes were merged into longer tokens, so count "
+                       "the ids that tok.encode returns.")
     return False, "Count the ids that tok.encode returns."
 
 
 @exercise("2.2", f"Which token ids survive top-k={EX22_K} on the logits {EX22_LOGITS}? Answer with a list or set of ids.",
-          f"""logits = torch.tensor({EX22_LOGITS})
-answer = set(logits.topk({EX22_K}).indices.tolist())   # -> {{2, 4, 6}}
+          f"""
 Top-k keeps the k largest logits (here 4.0, 3.1, 2.9 at ids 2, 4, 6) and sets the rest to -inf, so
-softmax gives them probability 0. The same check with the package:
-set(torch.nonzero(il.next_token_probs(logits, top_k={EX22_K})).flatten().tolist())""")
+softmax gives them probability 0:
+
+    import torch
+    sol_logits = torch.tensor({EX22_LOGITS})
+    answer = set(sol_logits.topk({EX22_K}).indices.tolist())   # -> {{2, 4, 6}}
+
+The same with the package: set(torch.nonzero(il.next_token_probs(sol_logits, top_k={EX22_K})).flatten().tolist())""")
 def _check_22(answer):
     right = _survivors(EX22_LOGITS, top_k=EX22_K)
-    got = _as_id_set(answer)
+    try:
+        got = _as_id_set(answer)
+    except NotIds:
+        return False, IDS_NOT_VALUES
     if got == right:
         return True, "Exactly the k largest logits survive; every other token gets probability 0."
     if len(got) != EX22_K:
         return False, f"Top-k={EX22_K} keeps exactly {EX22_K} tokens; you gave {len(got)}."
-    values = sorted(EX22_LOGITS, reverse=True)[:EX22_K]
-    return False, f"Token ids are positions in the logits vector; look for the positions of {values}."
+    if got == {i + 1 for i in right}:
+        return False, "Right tokens, but counted from 1: token ids are positions counted from 0."
+    if got <= set(range(len(EX22_LOGITS))):
+        return False, ("Those are not the positions of the largest logits: a token's id is its position "
+                       "(from 0) in the logits list, and top-k keeps the k positions holding the largest values.")
+    return False, IDS_NOT_VALUES
 
 
 @exercise("2.3", f"With logits {EX23_LOGITS} and temperature {EX23_TEMPERATURE}, what is the probability of "
                  "token 0? Answer with a float (3 decimals are enough).",
-          f"""logits = torch.tensor({EX23_LOGITS})
-answer = torch.softmax(logits / {EX23_TEMPERATURE}, dim=-1)[0].item()   # about 0.867
+          f"""
+Divide the logits by the temperature, then take the softmax:
+
+    import torch
+    sol_logits = torch.tensor({EX23_LOGITS})
+    answer = torch.softmax(sol_logits / {EX23_TEMPERATURE}, dim=-1)[0].item()   # about 0.867
+
 Dividing by a temperature below 1 stretches the gaps between logits (2, 1, 0 -> 4, 2, 0), so the
 top token takes more of the mass than at temperature 1 (0.665).""")
 def _check_23(answer):
@@ -116,6 +163,8 @@ def _check_23(answer):
     if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
         raise TypeError(f"expected a float, got {type(answer).__name__}")
     got = float(answer)
+    if abs(got / 100 - right) <= 1e-3:
+        return False, "That looks like a percentage: give the probability as a number between 0 and 1."
     if abs(got - right) <= 1e-3:
         return True, f"p = {right:.4f}: a lower temperature sharpens the distribution."
     plain = float(torch.softmax(torch.tensor(EX23_LOGITS), -1)[0])
@@ -127,31 +176,49 @@ def _check_23(answer):
 
 
 @exercise("2.4", f"Which token ids survive top-p={EX24_P} on the logits {EX24_LOGITS}? Answer with a list or set of ids.",
-          f"""probs = torch.softmax(torch.tensor({EX24_LOGITS}), dim=-1)
-# sorted: id 0 (0.46), id 1 (0.28), id 4 (0.17), id 2 (0.06), ...; running total 0.46, 0.73, 0.90 >= {EX24_P}
-answer = {{0, 1, 4}}
+          f"""
+Sorted by probability: id 0 (0.46), id 1 (0.28), id 4 (0.17), id 2 (0.06), ...; the running total
+0.46, 0.73, 0.90 first reaches {EX24_P} at id 4, so ids 0, 1 and 4 survive:
+
+    import torch
+    sol_probs = torch.softmax(torch.tensor({EX24_LOGITS}), dim=-1)
+    sol_sorted, sol_order = sol_probs.sort(descending=True)
+    sol_mass_before = sol_sorted.cumsum(0) - sol_sorted      # mass of the tokens ranked above each one
+    answer = set(sol_order[sol_mass_before < {EX24_P}].tolist())   # -> {{0, 1, 4}}
+
 Top-p (nucleus) keeps the fewest most-likely tokens whose probabilities add up to at least p;
 how many that is depends on how peaked the distribution is, unlike top-k.""")
 def _check_24(answer):
     right = _survivors(EX24_LOGITS, top_p=EX24_P)
-    got = _as_id_set(answer)
+    try:
+        got = _as_id_set(answer)
+    except NotIds:
+        return False, IDS_NOT_VALUES
     if got == right:
         return True, "The smallest set of most likely tokens whose mass reaches p."
     probs = torch.softmax(torch.tensor(EX24_LOGITS), -1)
     if got < right:
         return False, (f"Those hold only {float(probs[list(got)].sum()):.2f} of the mass; keep adding the next most "
                        f"likely token until the total reaches {EX24_P}.")
+    if got > right:
+        return False, ("You kept more than needed: stop adding as soon as the running total reaches p "
+                       "(the token that takes it to p or past it is the last one kept).")
     return False, "Sort by probability, add them up from the top, stop as soon as the total reaches p."
 
 
 @exercise("2.5", f"Which token id does the bundled model pick greedily (temperature 0) right after "
                  f"{EX25_PROMPT!r}? Answer with the id (an int).",
-          f"""ids = tok.encode({EX25_PROMPT!r})
-with torch.inference_mode():
-    logits = model(torch.tensor([ids]))[0, -1]      # the scores for the next token only
-answer = int(logits.argmax())
-# the same: il.generate(model, tok, {EX25_PROMPT!r}, max_new_tokens=1).tokens[0]
-Greedy takes the single most likely token: no randomness, so every run gives the same id.""")
+          f"""
+One forward pass over the prompt; the logits at the last position score the next token:
+
+    import torch
+    sol_ids = tok.encode({EX25_PROMPT!r})
+    with torch.inference_mode():
+        sol_logits = model(torch.tensor([sol_ids]))[0, -1]      # the scores for the next token only
+    answer = int(sol_logits.argmax())
+
+The same: il.generate(model, tok, {EX25_PROMPT!r}, max_new_tokens=1).tokens[0]. Greedy takes the
+single most likely token: no randomness, so every run gives the same id.""")
 def _check_25(answer):
     right = greedy_next_token(EX25_PROMPT)
     tok = _model_and_tokenizer()[1]
@@ -160,10 +227,20 @@ def _check_25(answer):
     got = _as_int(answer)
     if got == right:
         return True, f"id {right} = {tok.decode([right])!r}, the argmax of the last position's logits."
+    if not 0 <= got < tok.vocab_size:
+        return False, f"Token ids lie in [0, {tok.vocab_size}): take the argmax's index, not a logit or a count."
     if got in tok.encode(EX25_PROMPT):
         return False, "That id is part of the prompt; the answer is the id of the *next* token."
+    if got == greedy_next_token(PROMPT_OF_THE_NOTEBOOK):
+        return False, (f"That is the pick after the notebook's prompt; this exercise asks about {EX25_PROMPT!r}, "
+                       "so run the model on it.")
+    if got in greedy_picks(EX25_PROMPT)[:-1]:
+        return False, "That is the model's pick at an earlier position: use the logits at the last one ([0, -1])."
+    if got in likely_next_tokens(EX25_PROMPT):
+        return False, ("That token is likely here but not the most likely: greedy takes the single highest "
+                       "score (argmax), with no random draw.")
     return False, "Take the logits at the last position ([0, -1]) and their argmax."
 
 
 __all__ = ["EX21_TEXT", "EX22_LOGITS", "EX22_K", "EX23_LOGITS", "EX23_TEMPERATURE", "EX24_LOGITS", "EX24_P",
-           "EX25_PROMPT", "tokens_in", "greedy_next_token"]
+           "EX25_PROMPT", "tokens_in", "greedy_picks", "greedy_next_token", "likely_next_tokens"]

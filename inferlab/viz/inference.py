@@ -5,11 +5,12 @@ cells) or plain data. The widget callbacks take the widget's values as plain arg
 
 * ``token_view(tok, text)``: the text box (tokens and ids of any text);
 * ``sampling_view(logits, tok, temperature, top_k, top_p)``: the temperature / top-k / top-p sliders
-  (slider values ``top_k=0`` and ``top_p=1.0`` mean "off");
+  (slider values ``top_k=0`` and ``top_p=1.0`` mean "off": they reach ``inferlab.sampling`` as ``None``);
 * ``trace_step_view(result, step)``: the slider that walks through the token-by-token loop.
 """
 from __future__ import annotations
 
+import statistics
 from functools import lru_cache
 
 import matplotlib
@@ -64,6 +65,12 @@ def token_label(tok, token_id: int) -> str:
     return "".join(_label_char(c) for c in text)
 
 
+def is_byte_token(token_id: int) -> bool:
+    """True for the 256 single-byte tokens (ids 0-255) every text can fall back to (notebook 02); every
+    other id is a learned merge of two earlier tokens."""
+    return 0 <= int(token_id) < 256
+
+
 def is_partial(tok, token_id: int) -> bool:
     """True when a token's bytes are not whole UTF-8 characters on their own (notebook 02)."""
     try:
@@ -78,15 +85,18 @@ def format_tokens(tok, text: str) -> str:
     lines = [f"{'id':>5}  {'bytes':<24} token"]
     for token_id, _ in token_table(tok, text):
         lines.append(f"{token_id:>5}  {tok.vocab[token_id]!r:<24} {token_label(tok, token_id)}")
-    lines.append(f"{len(text)} characters -> {len(text.encode('utf-8'))} UTF-8 bytes -> "
-                 f"{len(lines) - 1} tokens")
+    n_chars, n_tokens = len(text), len(lines) - 1
+    lines.append(f"{n_chars} character{'s' * (n_chars != 1)} -> {len(text.encode('utf-8'))} UTF-8 bytes -> "
+                 f"{n_tokens} token{'s' * (n_tokens != 1)}")
     return "\n".join(lines)
 
 
 def token_view(tok, text: str, width: float = 56.0) -> Figure:
     """Widget callback for the text box: ``text`` as coloured token boxes with each token's id below.
 
-    Orange boxes are byte-level fallback: raw bytes of a character the vocabulary has no token for.
+    Orange boxes are single-byte tokens (ids 0-255), the fallback for text the vocabulary has no longer
+    piece for; a label in hex marks a token that is not a whole character (a byte of a multi-byte
+    character, or one of the few learned merges that stop mid-character).
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -104,7 +114,7 @@ def token_view(tok, text: str, width: float = 56.0) -> Figure:
     ax = fig.add_axes((0.01, 0.02, 0.98, 0.96 - 0.3 / (0.3 + 0.62 * rows)))
     palette = ["#cfe2f3", "#d9ead3", "#fff2cc", "#ead1dc"]
     for n, (bx, by, w, label, token_id) in enumerate(boxes):
-        color = "#f9cb9c" if is_partial(tok, token_id) else palette[n % len(palette)]
+        color = "#f9cb9c" if is_byte_token(token_id) else palette[n % len(palette)]
         ax.add_patch(Rectangle((bx, -by - 0.62), w, 0.58, facecolor=color, edgecolor="#666666", lw=0.6))
         ax.text(bx + w / 2, -by - 0.25, _safe(label), ha="center", va="center", fontsize=10, family="DejaVu Sans Mono")
         ax.text(bx + w / 2, -by - 0.53, str(token_id), ha="center", va="center", fontsize=7, color="#444444")
@@ -112,9 +122,12 @@ def token_view(tok, text: str, width: float = 56.0) -> Figure:
     ax.set_ylim(-rows * 1.0 + 0.3, 0.05)
     ax.axis("off")
     n_bytes = len(text.encode("utf-8"))
+    n_single = sum(is_byte_token(b[4]) for b in boxes)
     n_partial = sum(is_partial(tok, b[4]) for b in boxes)
+    legend = [f"{n_single} single-byte tokens (ids 0–255, orange)"] if n_single else []
+    legend += [f"{n_partial} not whole characters (hex)"] if n_partial else []
     fig.suptitle(f"{len(text)} characters → {n_bytes} bytes → {len(boxes)} tokens"
-                 + (f" ({n_partial} raw-byte tokens, orange)" if n_partial else ""), fontsize=10, y=0.995)
+                 + (": " + ", ".join(legend) if legend else ""), fontsize=10, y=0.995)
     return fig
 
 
@@ -208,7 +221,9 @@ def sampling_view(logits: torch.Tensor, tok, temperature: float = 1.0, top_k=0, 
     """Widget callback for the sampling sliders: the next-token distribution under temperature, top-k, top-p.
 
     Grey bars: plain softmax (temperature 1, nothing filtered). Blue bars: the distribution the token
-    is actually drawn from (``inferlab.sampling.next_token_probs``). ``top_k=0`` / ``top_p=1.0`` mean off.
+    is actually drawn from (``inferlab.sampling.next_token_probs``). The slider values ``top_k=0`` and
+    ``top_p=1.0`` mean off; they are passed on as ``None``, which is how ``inferlab.sampling`` says off
+    (it accepts ``top_p=1.0`` too, and refuses ``top_k=0``).
     """
     top_k, top_p = slider_top_k(top_k), slider_top_p(top_p)
     logits = logits.float().cpu()
@@ -229,8 +244,9 @@ def sampling_view(logits: torch.Tensor, tok, temperature: float = 1.0, top_k=0, 
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("probability")
     mode = "greedy (temperature 0)" if temperature == 0 else f"temperature {temperature:g}"
-    ax.set_title(f"{mode}, top_k={top_k}, top_p={top_p}: {kept} of {logits.numel()} tokens can be drawn",
-                 fontsize=10)
+    k_text = "top_k off" if top_k is None else f"top_k={top_k}"
+    p_text = "top_p off" if top_p is None else f"top_p={top_p:g}"
+    ax.set_title(f"{mode}, {k_text}, {p_text}: {kept} of {logits.numel()} tokens can be drawn", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
@@ -238,35 +254,78 @@ def sampling_view(logits: torch.Tensor, tok, temperature: float = 1.0, top_k=0, 
 
 # --- the token-by-token loop ---------------------------------------------------------------------------
 
-def plot_trace(trace, tok=None, max_steps: int = 16) -> Figure:
-    """The loop as a grid: one column per step, its top candidates top-down (colour = probability),
-    the picked token outlined in red. ``trace``: ``il.generate(..., trace=True).trace``."""
+def _fit_label(label: str, width_pt: float, size: float = 9.0, smallest: float = 6.0) -> tuple[str, float]:
+    """A whole token label and a font size at which it fits ``width_pt`` (monospace: a character is about
+    0.6 of the font size wide); a label too long even at ``smallest`` is wrapped over two lines, never cut."""
+    needed = 0.6 * max(len(label), 1)
+    if needed * size <= width_pt:
+        return label, size
+    if needed * smallest <= width_pt:
+        return label, width_pt / needed
+    half = (len(label) + 1) // 2
+    return label[:half] + "\n" + label[half:], max(smallest, min(size, width_pt / (0.6 * half)))
+
+
+def plot_trace(trace, tok=None, max_steps: int = 16, width: float = 10.0) -> Figure:
+    """The loop as a table: one row per step (one forward pass each), its top candidates left to right
+    with their probabilities (colour = probability), the picked token outlined in red. Every label is
+    the whole token (space ␣, newline ↵, bytes in hex). ``trace``: ``il.generate(..., trace=True).trace``."""
+    if not trace:
+        raise ValueError("trace is empty: call il.generate(..., trace=True)")
     steps = trace[:max_steps]
     k = max(len(s.candidates) for s in steps)
-    fig = Figure(figsize=(min(1.0 + 0.78 * len(steps), 13), 0.7 + 0.42 * k), dpi=DPI)
-    ax = fig.add_subplot()
+    outside = any(all(c.token_id != s.token_id for c in s.candidates) for s in steps)
+    left, right = 1.3, (1.6 if outside else 0.2)   # inches: step labels, and a note for a pick outside the top k
+    cell_in = (width - left - right) / k
+    row_in = 0.34
+    fig = Figure(figsize=(width, 0.95 + row_in * len(steps)), dpi=DPI)
+    ax = fig.add_axes((left / width, 0.55 / fig.get_figheight(), cell_in * k / width,
+                       row_in * len(steps) / fig.get_figheight()))
     norm, cmap = Normalize(0, 1), matplotlib.colormaps["Blues"]
-    for col, s in enumerate(steps):
-        for row, c in enumerate(s.candidates):
-            face = cmap(norm(c.prob) * 0.85)
+    label_pt = (cell_in - 0.55) * 72           # room left of the probability
+    for row, s in enumerate(steps):
+        for col, c in enumerate(s.candidates):
+            dark = c.prob > 0.55
             chosen = c.token_id == s.token_id
-            ax.add_patch(Rectangle((col, row), 0.96, 0.92, facecolor=face,
+            ax.add_patch(Rectangle((col + 0.02, row + 0.06), 0.96, 0.88, facecolor=cmap(norm(c.prob) * 0.85),
                                    edgecolor=ACCENT if chosen else "white", lw=2 if chosen else 0.5))
-            label = token_label(tok, c.token_id) if tok is not None else repr(c.text)
-            ax.text(col + 0.48, row + 0.36, _safe(label[:8]), ha="center", va="center", fontsize=7,
-                    family="DejaVu Sans Mono", color="white" if c.prob > 0.55 else "black")
-            ax.text(col + 0.48, row + 0.74, f"{c.prob:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if c.prob > 0.55 else "#333333")
-    ax.set_xlim(0, len(steps))
-    ax.set_ylim(k, 0)
-    ax.set_xticks([c + 0.48 for c in range(len(steps))], [str(s.step) for s in steps], fontsize=7)
-    ax.set_yticks([r + 0.46 for r in range(k)], [f"#{r + 1}" for r in range(k)], fontsize=7)
-    ax.set_xlabel("step (one forward pass each); red outline = the token picked and appended")
+            label = token_label(tok, c.token_id) if tok is not None else "".join(_label_char(ch) for ch in c.text)
+            text, size = _fit_label(label, label_pt)
+            ax.text(col + 0.06, row + 0.5, _safe(text), ha="left", va="center", fontsize=size,
+                    family="DejaVu Sans Mono", color="white" if dark else "black")
+            ax.text(col + 0.95, row + 0.5, f"{c.prob:.2f}", ha="right", va="center", fontsize=8,
+                    color="white" if dark else "#333333")
+        if all(c.token_id != s.token_id for c in s.candidates):
+            picked = token_label(tok, s.token_id) if tok is not None else s.text
+            ax.text(k + 0.05, row + 0.5, f"picked: {_safe(picked)}", ha="left", va="center", fontsize=8,
+                    color=ACCENT, family="DejaVu Sans Mono", clip_on=False)
+    ax.set_xlim(0, k)
+    ax.set_ylim(len(steps), 0)
+    ax.set_yticks([r + 0.5 for r in range(len(steps))],
+                  [f"step {s.step} (pos {s.position})" for s in steps], fontsize=8)
+    ax.set_xticks([c + 0.5 for c in range(k)], [f"#{c + 1} most likely" if c == 0 else f"#{c + 1}" for c in range(k)],
+                  fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_xlabel("each row is one forward pass; red outline = the token picked and appended", fontsize=9)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    fig.tight_layout()
     return fig
+
+
+def words_over_steps(texts) -> list[tuple[int, list[str]]]:
+    """Words that took more than one step to write (notebook 02): ``(first step, [pieces])`` for each
+    run of tokens where a token starting with a letter follows one ending with a letter, with no space
+    between. ``texts``: the generated tokens' texts, e.g. ``[s.text for s in result.trace]``."""
+    found, run, start = [], [], 0
+    for step, piece in enumerate(list(texts) + [" "]):
+        if run and piece[:1].isalpha() and run[-1][-1:].isalpha():
+            run.append(piece)
+            continue
+        if len(run) > 1:
+            found.append((start, run))
+        run, start = [piece], step
+    return found
 
 
 def trace_step_view(result, step: int = 0, tok=None) -> Figure:
@@ -309,15 +368,21 @@ def plot_stage_times(timing) -> Figure:
     names = list(timing.stages) + ["sum of stages", "whole step"]
     values = [v * 1e6 for v in timing.stages.values()] + [timing.sum_of_stages_s * 1e6, timing.whole_step_s * 1e6]
     colors = [KEPT if n.startswith("layer") else "#7f7f7f" for n in timing.stages] + ["#2ca02c", ACCENT]
+    low, high = [], []                            # the middle half of each entry's repeats (error bars)
+    for name, v in zip(names, values):
+        reps = timing.samples.get(name, [])
+        q = statistics.quantiles(reps, n=4) if len(reps) >= 2 else [v / 1e6, v / 1e6, v / 1e6]
+        low.append(max(v - q[0] * 1e6, 0.0))
+        high.append(max(q[2] * 1e6 - v, 0.0))
     fig = Figure(figsize=(10, 3.6), dpi=DPI)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1.3]})
-    ax.barh(range(len(names)), values, color=colors)
-    for y, v in enumerate(values):
-        ax.text(v, y, f" {v:,.0f}", va="center", fontsize=7)
+    ax.barh(range(len(names)), values, color=colors, xerr=[low, high], error_kw={"lw": 0.8, "capsize": 2})
+    for y, (v, h) in enumerate(zip(values, high)):
+        ax.text(v + h, y, f" {v:,.0f}", va="center", fontsize=7)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlabel("median time (µs)")
-    ax.set_xlim(0, max(values) * 1.18)
+    ax.set_xlabel("median time (µs); bars: middle half of the repeats")
+    ax.set_xlim(0, max(v + h for v, h in zip(values, high)) * 1.18)
     ax.set_title(f"one step on a {timing.prompt_tokens}-token prompt", fontsize=10)
     groups = timing.grouped()
     total = sum(groups.values())
@@ -342,4 +407,4 @@ def entropy_bits(probs: torch.Tensor) -> float:
 
 __all__ = ["token_label", "is_partial", "format_tokens", "token_view", "plot_embedding_row", "plot_residual_stream",
            "slider_top_k", "slider_top_p", "candidate_rows", "plot_logits_to_probs", "sampling_view", "plot_trace",
-           "trace_step_view", "plot_stage_times", "entropy_bits"]
+           "words_over_steps", "is_byte_token", "trace_step_view", "plot_stage_times", "entropy_bits"]
