@@ -24,6 +24,7 @@ class TrainHistory:
     samples: list[tuple[int, str]] = field(default_factory=list)  # (step, generated text) along the way
     tokens_seen: int = 0
     seconds: float = 0.0
+    stopped_by_budget: bool = False   # True when max_seconds ended training before ``steps``
 
 
 def token_tensor(tok, text: str) -> torch.Tensor:
@@ -90,6 +91,9 @@ def train(model, train_data: torch.Tensor, eval_data: torch.Tensor | None = None
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if seq_len > model.config.max_seq_len:
         raise ValueError(f"seq_len {seq_len} exceeds the model's max_seq_len {model.config.max_seq_len}")
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or not max_seconds > 0):
+        raise ValueError(f"max_seconds must be a number of seconds > 0 or None, got {max_seconds!r}")
     generator = torch.Generator().manual_seed(seed)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -125,8 +129,9 @@ def train(model, train_data: torch.Tensor, eval_data: torch.Tensor | None = None
             evaluate(step)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         bar.update(1)
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            stopped_early(bar, f"stopped by the {max_seconds:g} s time budget, as asked")
+        if max_seconds is not None and time.perf_counter() - start > max_seconds and step + 1 < steps:
+            history.stopped_by_budget = True
+            stopped_early(bar, f"loss={loss.item():.3f}, stopped: {max_seconds:g} s time budget")
             break
     if not history.eval_steps or history.eval_steps[-1] != history.steps[-1]:
         evaluate(history.steps[-1])

@@ -87,3 +87,109 @@ def test_measure_bad_batch():
         measure_training_step(model, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="context"):
         measure_inference_pass(model, torch.zeros(1, 40, dtype=torch.long))
+
+
+# --- memory counted the same way for training and inference; alternation; batching evidence ---------------
+
+from inferlab.accounting import (LiveTensors, batch_sweep, batching_explanation,  # noqa: E402
+                                 compare_training_and_inference, count_torch_ops, decode_step_ops, greedy_margin,
+                                 seconds_per_small_op)
+
+
+def test_live_tensors_counts_what_is_alive_at_once():
+    a = torch.ones(1000)  # made before: not counted
+    with LiveTensors() as watch:
+        b = a * 2                 # 4,000 bytes alive
+        c = b + 1                 # 8,000 alive
+        del b
+        d = c.view(10, 100) * 3   # b freed, the view shares c: 8,000 alive
+    assert watch.ops == 4 and watch.peak_bytes == 8000
+    del c, d
+    with LiveTensors() as watch:
+        for _ in range(5):
+            e = a * 2  # each one replaces the last: never more than two alive
+        del e
+    assert watch.peak_bytes == 8000
+    assert count_torch_ops(lambda: a.add(1).mul(2)) == 2
+
+
+def test_activations_are_counted_the_same_way_for_training_and_inference():
+    torch.manual_seed(0)
+    model = il.GPT(CONFIG)
+    x, y = get_batch(periodic_data(), 4, 16, torch.Generator().manual_seed(0))
+    step = measure_training_step(copy.deepcopy(model), x, y, repeats=1)
+    infer = measure_inference_pass(model, x, repeats=1)
+    logits_bytes = 4 * 16 * CONFIG.vocab_size * 4
+    assert infer.saved_bytes == 0                       # inference mode saves nothing for a backward pass
+    assert step.saved_bytes > 0
+    assert step.memory.activations >= step.saved_bytes  # what is saved stays alive until the backward pass
+    assert logits_bytes <= infer.memory.activations < step.memory.activations
+
+
+def test_compare_alternates_and_reports_a_paired_ratio():
+    torch.manual_seed(0)
+    model = il.GPT(CONFIG)
+    x, y = get_batch(periodic_data(), 4, 16, torch.Generator().manual_seed(0))
+    before = weight_checksum(model)
+    c = compare_training_and_inference(copy.deepcopy(model), model, x, y, repeats=3, warmup=1)
+    assert c.training.weights_changed and not c.inference.weights_changed and weight_checksum(model) == before
+    assert c.training.stats.repeats == c.inference.stats.repeats == 3
+    assert c.ratio.low <= c.ratio.median <= c.ratio.high and c.ratio.median > 0
+    assert set(c.training.parts_s) == {"forward", "backward", "optimizer"}
+    assert c.training.memory.optimizer_state == 2 * c.training.memory.weights
+    assert isinstance(c.busy, str)
+    with pytest.raises(ValueError, match="repeats"):
+        compare_training_and_inference(model, model, x, y, repeats=0)
+
+
+def test_batch_sweep_and_the_ops_of_a_decode_step(byte_tokenizer):
+    torch.manual_seed(0)
+    model = il.GPT(il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=2, arch="llama", max_seq_len=64))
+    prompts = ["abc", "hello", "xy", "the end"]
+    sweep = batch_sweep(model, byte_tokenizer, prompts, [1, 2, 4], new_tokens=4, repeats=2, warmup=0)
+    assert len(sweep.tokens_per_s) == len(sweep.tpot_s) == 3 and all(t > 0 for t in sweep.tokens_per_s)
+    assert list(sweep.timings) == [1, 2, 4] and all(t.repeats == 2 for t in sweep.timings.values())
+    assert isinstance(sweep.impossible, list) and isinstance(sweep.busy, str)
+    assert decode_step_ops(model, byte_tokenizer, prompts[:1]) == decode_step_ops(model, byte_tokenizer, prompts) > 10
+    assert 0 < seconds_per_small_op(repeats=2, calls=50) < 0.01
+    with pytest.raises(ValueError, match="prompts"):
+        batch_sweep(model, byte_tokenizer, prompts, [1, 8])
+    with pytest.raises(ValueError, match="batch_sizes"):
+        batch_sweep(model, byte_tokenizer, prompts, [])
+
+
+def test_batching_explanation_names_the_cost_the_batch_shares():
+    overhead = batching_explanation(32, 2e-3, 5e-3, 12.0, 0.4e-3, 1.2e-3, 300, 300)
+    assert "overhead-bound" in overhead and "same number of operations" in overhead and "2.5x" in overhead
+    assert "12.0x the throughput" in overhead
+    memory = batching_explanation(32, 2e-3, 5e-3, 12.0, 1.5e-3, 0.3e-3, 300, 300)
+    assert "memory-bound" in memory
+    noisy = batching_explanation(32, 2e-3, 1e-3, 60.0, 0.4e-3, 1.2e-3, 300, 300)
+    assert "noise" in noisy and "throughput" not in noisy.split("noise")[-1]
+    with pytest.raises(ValueError, match="read_s"):
+        batching_explanation(32, 2e-3, 5e-3, 12.0, 0.0, 1e-3, 300, 300)
+    with pytest.raises(ValueError, match="batch"):
+        batching_explanation(0, 2e-3, 5e-3, 12.0, 1e-3, 1e-3, 300, 300)
+
+
+def test_greedy_margin_of_a_greedy_answer(byte_tokenizer):
+    torch.manual_seed(0)
+    model = il.GPT(il.ModelConfig(vocab_size=256, d_model=32, n_layer=2, n_head=2, arch="llama", max_seq_len=64),
+                   init_std=0.3)
+    res = il.generate(model, byte_tokenizer, "hello", max_new_tokens=8)
+    m = greedy_margin(model, res.prompt_tokens, res.tokens)
+    assert m.picks_agree and 0 <= m.step < 8 and m.smallest > 0 and 0 < m.rounding < 1e-3
+    assert m.safe == (m.smallest > 100 * m.rounding)
+    with pytest.raises(ValueError, match="tokens"):
+        greedy_margin(model, res.prompt_tokens, [])
+
+
+def test_train_says_when_the_time_budget_stopped_it():
+    hist = train(il.GPT(CONFIG), periodic_data(), steps=10_000, batch_size=2, seq_len=8, max_seconds=0.3,
+                 progress=False)
+    assert hist.stopped_by_budget and len(hist.steps) < 10_000
+    hist = train(il.GPT(CONFIG), periodic_data(), steps=3, batch_size=2, seq_len=8, max_seconds=60, progress=False)
+    assert not hist.stopped_by_budget and len(hist.steps) == 3
+    for bad in (0, -1, "10", True):
+        with pytest.raises(ValueError, match="max_seconds"):
+            train(il.GPT(CONFIG), periodic_data(), steps=3, batch_size=2, seq_len=8, max_seconds=bad, progress=False)

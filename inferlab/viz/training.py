@@ -98,16 +98,22 @@ def _stacked_bars(ax, bars: list[dict], colors: dict, labels: list[str], unit: s
     ax.margins(y=0.15)
 
 
-def plot_step_comparison(train_cost, infer_cost):
+def plot_step_comparison(train_cost, infer_cost, time_ratio: float | None = None):
     """Time and memory of one training step against one inference pass on the same batch (notebook 01).
 
-    Takes two ``accounting.StepCost`` results (``measure_training_step``, ``measure_inference_pass``).
+    Takes two ``accounting.StepCost`` results (``compare_training_and_inference``, or
+    ``measure_training_step`` and ``measure_inference_pass``). ``time_ratio`` is the title's ratio
+    (give the paired ratio the notebook prints, so both say the same); default: the medians' ratio.
     """
+    if time_ratio is None:
+        time_ratio = train_cost.seconds / infer_cost.seconds
+    elif isinstance(time_ratio, bool) or not isinstance(time_ratio, (int, float)) or not time_ratio > 0:
+        raise ValueError(f"time_ratio must be a number > 0 or None, got {time_ratio!r}")
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6))
     labels = ["training step", "inference pass"]
     _stacked_bars(ax_t, [{k: v * 1e3 for k, v in c.parts_s.items()} for c in (train_cost, infer_cost)],
                   TIME_COLORS, labels, "ms", "time (ms)",
-                  f"Time: training step = {train_cost.seconds / infer_cost.seconds:.1f}x inference pass")
+                  f"Time: training step = {time_ratio:.1f}x inference pass")
     _stacked_bars(ax_m, [{k: v / 1e6 for k, v in c.memory.as_dict().items()} for c in (train_cost, infer_cost)],
                   MEMORY_COLORS, labels, "MB", "memory (MB)",
                   f"Memory: training step = {train_cost.memory.total / infer_cost.memory.total:.1f}x inference pass")
