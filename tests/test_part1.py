@@ -11,6 +11,7 @@ import torch  # noqa: E402
 import inferlab as il  # noqa: E402
 from inferlab import exercises as ex  # noqa: E402
 from inferlab.accounting import cost_per_million_tokens, measure_inference_pass, measure_training_step  # noqa: E402
+from inferlab.exercises import part1  # noqa: E402
 from inferlab.exercises.part1 import adamw_state_bytes  # noqa: E402
 from inferlab.train import TrainHistory  # noqa: E402
 from inferlab.viz import training as viz  # noqa: E402
@@ -135,14 +136,45 @@ def test_one_forward_pass_per_generated_token(byte_tokenizer):
 
 # --- exercises: each check accepts a right answer and rejects wrong ones, and never raises ----------------------
 
+def _notebook_cells():
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "notebooks" / "01_training_vs_inference.ipynb"
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]
+
+
+def test_exercise_1_1_config_is_the_notebooks_small_model():
+    """Exercise 1.1 asks about the model trained live in section 2: its checker must use the same shape."""
+    import re
+    from types import SimpleNamespace
+
+    source = next(s for s in _notebook_cells() if "small_cfg = il.ModelConfig(" in s)
+    call = re.search(r"il\.ModelConfig\((.*?)\)\n", source, re.S).group(1)
+    notebook_cfg = eval(f"il.ModelConfig({call})", {"il": il, "tok": SimpleNamespace(vocab_size=2048)})
+    assert notebook_cfg == part1.live_model_config()
+
+
 def test_exercise_1_1_adamw_state_bytes():
-    weight_bytes = il.GPT(il.MODEL_CONFIGS["inferlab-main"]).weight_bytes()
+    small = il.GPT(part1.live_model_config())
+    weight_bytes = small.weight_bytes()
     assert adamw_state_bytes() == 2 * weight_bytes
+    # the ground truth: what torch's AdamW really keeps after one step
+    opt = torch.optim.AdamW(small.parameters())
+    small(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+    opt.step()
+    state = sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if v.dim() > 0)
+    assert state == 2 * weight_bytes
     assert ex.verdict("1.1", 2 * weight_bytes)[0]
     assert ex.verdict("1.1", float(2 * weight_bytes))[0]
-    for wrong in (weight_bytes, 4 * weight_bytes, weight_bytes // 2, 2 * weight_bytes + 2048 * 256 * 8, 12345):
+    for wrong in (weight_bytes, 4 * weight_bytes, weight_bytes // 2, 2 * weight_bytes + 2048 * 96 * 8, 12345):
         assert not ex.verdict("1.1", wrong)[0]
     assert "once" in ex.verdict("1.1", weight_bytes)[1]
+
+
+def test_exercise_1_1_rejects_the_bundled_models_table_value():
+    ok, message = ex.verdict("1.1", adamw_state_bytes("inferlab-main"))
+    assert not ok and "bundled" in message and "small" in message
 
 
 def test_exercise_1_2_tokens_per_second_from_tpot():
@@ -187,3 +219,53 @@ def test_checks_never_raise_and_print_a_verdict(key, capsys):
 def test_every_exercise_has_a_solution(key, capsys):
     ex.solution(key)
     assert "answer" in capsys.readouterr().out
+
+
+def test_exercise_1_3_says_when_the_unit_is_wrong():
+    hours = 1e6 / 2500 / 3600
+    in_watts = hours * (700 * 0.15 + 2.5)          # 700 W used as if it were kW
+    ok, message = ex.verdict("1.3", in_watts)
+    assert not ok and "kW" in message and "1000" in message
+    ok, message = ex.verdict("1.3", hours * 700 * 0.15)  # energy only, also in watts
+    assert not ok and "kW" in message
+    ok, message = ex.verdict("1.3", 1e6 / 2500 * (0.7 * 0.15 + 2.5))  # seconds, not hours
+    assert not ok and "3600" in message
+
+
+@pytest.mark.parametrize("key", ["1.1", "1.2", "1.3", "1.4"])
+def test_wrong_answers_never_reveal_the_answer(key):
+    right = {"1.1": adamw_state_bytes(), "1.3": cost_per_million_tokens(2500, 700, 0.15, 2.5), "1.4": 150}
+    wrongs = {"1.1": [1, 1673088, 27805696, 836544], "1.2": [lambda r: r.tpot_s, lambda r: 3.0, lambda r: 2 / r.tpot_s],
+              "1.3": [11.94, 1042.0, 0.0117, 0.278, 1.0], "1.4": [3, 50, 153, 7]}[key]
+    for wrong in wrongs:
+        ok, message = ex.verdict(key, wrong)
+        assert not ok
+        if key in right:
+            for shown in (f"{right[key]:,}", f"{right[key]:.3f}", f"{right[key]:.3g}", str(right[key])):
+                assert shown not in message, (wrong, message)
+        else:  # 1.2: the decode speed of the checker's own cases (1 / tpot)
+            for speed in ("50", "200", "expected"):
+                assert speed not in message.split("gave")[-1].split(":")[-1], message
+
+
+def test_solutions_run_in_the_notebooks_namespace_and_change_nothing():
+    """As check_solutions does at the end of the notebook: only `answer` may be (re)bound."""
+    small = il.GPT(part1.live_model_config())
+    namespace = {"il": il, "ex": ex, "small": small, "model": il.GPT(il.MODEL_CONFIGS["inferlab-draft"]),
+                 "cfg": il.MODEL_CONFIGS["inferlab-draft"], "answer": None, "math": __import__("math")}
+    for key in ("1.1", "1.2", "1.3", "1.4"):
+        assert ex.run_solution(key, namespace) == [], key
+    assert namespace["answer"] is None and namespace["small"] is small
+
+
+def test_step_comparison_title_uses_the_ratio_the_notebook_prints():
+    torch.manual_seed(0)
+    cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=2, arch="llama", max_seq_len=64)
+    model = il.GPT(cfg)
+    x, y = torch.randint(0, 256, (2, 8)), torch.randint(0, 256, (2, 8))
+    train_cost = measure_training_step(copy.deepcopy(model), x, y, repeats=1)
+    infer_cost = measure_inference_pass(model, x, repeats=1)
+    fig = viz.plot_step_comparison(train_cost, infer_cost, time_ratio=3.14)
+    assert "3.1x" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="time_ratio"):
+        viz.plot_step_comparison(train_cost, infer_cost, time_ratio=-1)

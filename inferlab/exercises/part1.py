@@ -9,40 +9,60 @@ from __future__ import annotations
 from . import as_number as _number, is_close as _close, exercise
 
 
-def adamw_state_bytes(config_name: str = "inferlab-main") -> int:
-    """Bytes of AdamW state (two float32 values per weight: m and v) for the named model's weights."""
+# The small model notebook 01 trains live in section 2 (its cell builds ``small_cfg`` with these values;
+# tests/test_part1.py checks that the notebook and this dict agree).
+LIVE_MODEL = dict(arch="llama", vocab_size=2048, d_model=96, n_layer=2, n_head=4, d_ff=256, max_seq_len=128)
+
+
+def live_model_config():
+    from ..config import ModelConfig
+
+    return ModelConfig(name="small", **LIVE_MODEL)
+
+
+def adamw_state_bytes(config=None) -> int:
+    """Bytes of AdamW state (two float32 values per weight: m and v) for a config or config name
+    (default: the small model notebook 01 trains)."""
     from ..config import get_config
     from ..model import GPT
 
-    return 2 * GPT(get_config(config_name)).weight_bytes()
+    if config is None:
+        config = live_model_config()
+    elif isinstance(config, str):
+        config = get_config(config)
+    return 2 * GPT(config).weight_bytes()
 
 
 @exercise(
     "1.1",
-    question=("How many bytes of optimizer state does AdamW keep while training the bundled main model "
-              "(il.MODEL_CONFIGS['inferlab-main'], float32 weights)? Give an int."),
+    question=("How many bytes of optimizer state did AdamW keep while it trained `small`, the model you trained "
+              "in section 2 (float32 weights)? Work it out from `small`: the table is the bundled model's. "
+              "Give an int."),
     solution='''
 AdamW keeps two running averages per weight (the first moment m and the second moment v), each the
-same shape and dtype as the weight. So its state is 2 x the weight bytes:
+same shape and dtype as the weight. So its state is 2 x the weight bytes of the model it trains:
 
-    model = il.GPT(il.MODEL_CONFIGS["inferlab-main"])   # random weights have exactly the same size
-    answer = 2 * sum(p.numel() * p.element_size() for p in model.parameters())   # = 2 * model.weight_bytes()
+    answer = 2 * sum(p.numel() * p.element_size() for p in small.parameters())   # = 2 * small.weight_bytes()
 
-model.parameters() lists the tied embedding / output matrix once, just as the optimizer sees it.
+small.parameters() lists each weight once (a tied embedding / output matrix too), just as the
+optimizer sees them; element_size() is 4 bytes for float32.
 ''')
 def _verify_adamw_state(answer):
     value = _number(answer)
     expected = adamw_state_bytes()
     weight_bytes = expected // 2
+    bundled = adamw_state_bytes("inferlab-main")
     if _close(value, expected):
-        return True, f"{expected:,} bytes = 2 x the {weight_bytes:,} bytes of weights (m and v for every weight)."
+        return True, f"{expected:,} bytes = 2 x the {weight_bytes:,} bytes of small's weights (m and v for every weight)."
+    if _close(value, bundled) or _close(value, bundled / 2):
+        return False, "That is the bundled model's figure from the table; the question is about `small`, from section 2."
     if _close(value, weight_bytes):
-        return False, "That is the size of the weights once. AdamW keeps two numbers per weight."
+        return False, "That is the size of small's weights once. AdamW keeps two numbers per weight."
     if _close(value, expected / 4) or _close(value, expected / 8):
         return False, "That looks like a count of values, not bytes: a float32 takes 4 bytes."
     if _close(value, 1.5 * expected) or _close(value, 2 * expected):
         return False, "Count the optimizer state only, not the weights or gradients next to it."
-    return False, "Hint: count the weight bytes (model.weight_bytes()) and think how many copies AdamW keeps."
+    return False, "Hint: count small's weight bytes (small.weight_bytes()) and think how many copies AdamW keeps."
 
 
 def _fake_result(tpot_s: float, n_tokens: int, ttft_s: float):
@@ -82,7 +102,8 @@ def _verify_tokens_per_s(answer):
                 return False, "That is seconds per token; tokens per second is its inverse."
             if _close(got, res.tpot_s * 1e3):
                 return False, "That is milliseconds per token; tokens per second is the inverse of seconds per token."
-            return False, f"For tpot_s = {res.tpot_s} s your function gave {got:g}, expected {expected:g} tokens/s."
+            return False, (f"For a result with tpot_s = {res.tpot_s} s your function gave {got:g}: how many steps "
+                           "of that length fit in one second?")
     return True, "1 / tpot_s: the decode speed one user sees once the first token has arrived."
 
 
@@ -98,8 +119,8 @@ COST_CASE = {"tokens_per_s": 2500.0, "watts": 700.0, "price_per_kwh": 0.15, "har
 A million tokens at 2,500 tokens/s take 1e6 / 2500 = 400 s = 0.111 hours.
 Per hour the server costs 0.7 kW x 0.15 = 0.105 (electricity) + 2.50 (rent) = 2.605.
 
-    hours = 1e6 / 2500 / 3600
-    answer = hours * (700 / 1000 * 0.15 + 2.5)      # about 0.289
+    sol_hours = 1e6 / 2500 / 3600
+    answer = sol_hours * (700 / 1000 * 0.15 + 2.5)      # about 0.289
     # the same with the package: inferlab.accounting.cost_per_million_tokens(2500, 700, 0.15, 2.5)
 
 The rent dwarfs the electricity: what makes serving cheap is tokens per second per machine.
@@ -119,8 +140,16 @@ def _verify_cost(answer):
         return False, "That is the electricity only; add the hardware rent for the same hours."
     if _close(value, rent_only):
         return False, "That is the rent only; add the electricity (0.7 kW x 0.15 per kWh) for the same hours."
-    if _close(value, expected * 3600) or _close(value, expected * 1000) or _close(value, expected / 1000):
-        return False, "Check the units: seconds -> hours (/ 3600) and W -> kW (/ 1000)."
+    hours = 1e6 / c["tokens_per_s"] / 3600
+    per_hour_in_watts = c["watts"] * c["price_per_kwh"] + c["hardware_per_hour"]  # 700 taken as kW
+    if any(_close(value, v) for v in (hours * per_hour_in_watts, hours * c["watts"] * c["price_per_kwh"])):
+        return False, ("Check the power's unit: the price is per kWh, so the 700 W must be in kilowatts "
+                       "(divide watts by 1000) before multiplying by the price.")
+    if any(_close(value, v) for v in (expected * 3600, energy_only * 3600, rent_only * 3600)):
+        return False, ("Check the time's unit: 1e6 / tokens per second gives seconds, and the prices are per "
+                       "hour (divide by 3600).")
+    if any(_close(value, v) for v in (hours * 3600 * per_hour_in_watts, expected / 3600)):
+        return False, "Check both units: hours (seconds / 3600) and kilowatts (watts / 1000)."
     return False, "Hint: first the hours a million tokens take, then the cost of one hour (energy + rent)."
 
 
