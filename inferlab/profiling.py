@@ -5,7 +5,9 @@
   ``bandwidth_sweep`` (read bandwidth against working-set size: the cache levels show as steps).
 * Roofs published: ``HARDWARE`` presets (A100, H100, H200, a laptop) and ``hardware_roof(name, dtype)``.
 * Roofline math: ``Roof.attainable(intensity)``, ``Roof.ridge``, ``Roof.step_time(flops, bytes)``,
-  ``mbu`` / ``mfu`` from a measured time, ``critical_batch`` of a decode step.
+  ``mbu`` / ``mfu`` from a measured time, ``critical_batch`` of a decode step; ``Roof.at_least`` keeps a
+  measured roof at the best measurement made, ``cache_bandwidth`` and ``memory_level`` add the
+  last-level cache's roof (a hierarchical roofline); ``batch_regimes`` reads a measured batch sweep.
 * The model's operations: ``linear_count`` / ``attention_count`` (FLOPs and bytes of one operation),
   ``time_linear`` / ``time_attention`` and ``time_decode_step`` (one decode step of any batch size at a
   fixed context, replayed through a rewound ``KVCache``), and ``random_model`` which builds a real-shape
@@ -18,6 +20,7 @@ import gc
 import math
 import numbers
 import os
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from .config import ModelConfig
 from .counting import StepCount, dtype_bytes, matmul_flops, step_count
 from .kvcache import KVCache
 from .model import GPT, attend, rope_tables
-from .timing import Timing, measure, num_threads
+from .timing import Timing, compare, measure, num_threads
 
 GB = 1e9
 MiB = 2 ** 20
@@ -79,6 +82,14 @@ class Roof:
 
     def regime(self, intensity: float) -> str:
         return "memory-bound" if intensity < self.ridge else "compute-bound"
+
+    def at_least(self, peak_flops: float = 0.0, bandwidth: float = 0.0) -> "Roof":
+        """This roof raised to a faster measurement, if one was made: a measured roof is the best
+        measurement so far, so nothing measured later may sit above it (notebook 04)."""
+        for name, v in (("peak_flops", peak_flops), ("bandwidth", bandwidth)):
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or v < 0 or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        return Roof(self.name, max(self.peak_flops, peak_flops), max(self.bandwidth, bandwidth), self.note)
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,13 @@ class Bandwidth:
 
     @property
     def bytes_per_s(self) -> float:
+        """From the median time: the typical speed."""
         return self.moved_bytes / self.timing.median_s
+
+    @property
+    def best_bytes_per_s(self) -> float:
+        """From the fastest repeat: what the memory can do, the number a roof is made of."""
+        return self.moved_bytes / self.timing.min_s
 
 
 def _filled(nbytes: int) -> torch.Tensor:
@@ -267,30 +284,65 @@ def copy_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, m
 def bandwidth_sweep(sizes, min_time_s: float = 0.02, repeats: int = 5, threads: int = 1,
                     progress=None) -> list[Bandwidth]:
     """Read bandwidth for each working-set size in bytes, on ``threads`` threads (default one core: its own
-    L1 and L2, then the shared L3, then DRAM). Small sets are summed many times per timed call, so the
-    per-call overhead does not hide the cache's speed."""
+    L1 and L2, then the shared L3, then DRAM). A small set is read many times within one call (a sum over
+    each row of ``x`` repeated as rows of a stride-0 view), so the fixed cost of calling an operator, a few
+    microseconds, does not hide how fast the cache is. ``progress``: a wrapper such as
+    ``inferlab.progress.progress``."""
     sizes = list(sizes)
     if not sizes:
         raise ValueError("sizes must be a non-empty list of byte counts")
     for s in sizes:
         _check_positive_int("sizes", s)
+    _check_positive_int("threads", threads)
     out = []
     with num_threads(threads):
         for s in (progress(sizes) if progress else sizes):
-            out.append(_read_repeated(s, min_time_s, repeats))
+            out.append(_read_repeated(s, min_time_s, repeats, in_one_call=threads == 1))
     return out
 
 
-def _read_repeated(nbytes: int, min_time_s: float, repeats: int) -> Bandwidth:
+READ_PER_CALL = 32 * MiB   # bytes read per timed call when a working set is read repeatedly
+
+
+def _read_repeated(nbytes: int, min_time_s: float, repeats: int, in_one_call: bool = True) -> Bandwidth:
     x = _filled(nbytes)
-    reps = max(1, (8 * MiB) // (x.numel() * 4))  # at least 8 MiB read per timed call
-
-    def run():
-        for _ in range(reps):
-            x.sum()
-
+    reps = max(1, READ_PER_CALL // (x.numel() * 4))
+    if in_one_call:  # one operator call: row sums of a [reps, n] view whose rows all are x
+        rows = x.expand(reps, -1)
+        run = lambda: rows.sum(dim=1)  # noqa: E731
+    else:  # several threads split one sum between them; the view above would not split well
+        def run():
+            for _ in range(reps):
+                x.sum()
     t = measure(run, warmup=2, repeats=repeats, min_time_s=min_time_s)
     return Bandwidth(x.numel() * 4, x.numel() * 4 * reps, t)
+
+
+def cache_bandwidth(threads: int | None = None, repeats: int = 7) -> Bandwidth:
+    """The last-level cache's roof: the fastest read, on all ``threads``, of a working set too large for
+    the cores' own L2 caches together but small enough for the L3 (a few sizes are tried, each read
+    repeatedly, and the fastest kept). Points of a roofline that sit above the DRAM roof read their
+    bytes from here (notebook 04's hierarchical roofline). Costs a fraction of a second."""
+    threads = torch.get_num_threads() if threads is None else threads
+    _check_positive_int("threads", threads)
+    _check_positive_int("repeats", repeats)
+    caches = cache_sizes()
+    low = 2 * caches.get("L2", MiB) * threads
+    high = caches["L3"] // 2 if "L3" in caches else 16 * MiB
+    sizes = [s for s in (low, 2 * low, 4 * low) if s <= high] or [high]
+    with num_threads(threads):
+        found = [_read_repeated(s, 0.0, repeats, in_one_call=False) for s in sizes]
+    return max(found, key=lambda b: b.best_bytes_per_s)
+
+
+def memory_level(nbytes: float, bytes_per_s: float, dram_bandwidth: float, cache_bytes: int | None = None) -> str:
+    """Where an operation's bytes come from, for the hierarchical roofline: "L3" when its working set fits
+    in the last-level cache (``cache_bytes``) or when it read faster than DRAM can deliver (only a cache
+    can); "DRAM" otherwise."""
+    for name, v in (("nbytes", nbytes), ("bytes_per_s", bytes_per_s), ("dram_bandwidth", dram_bandwidth)):
+        _check_positive_number(name, v)
+    fits = cache_bytes is not None and nbytes <= cache_bytes
+    return "L3" if fits or bytes_per_s > dram_bandwidth else "DRAM"
 
 
 @dataclass
@@ -301,7 +353,13 @@ class MatmulPeak:
 
     @property
     def flops_per_s(self) -> float:
+        """From the median time: the typical speed."""
         return matmul_flops(self.n, self.n, self.n) / self.timing.median_s
+
+    @property
+    def best_flops_per_s(self) -> float:
+        """From the fastest repeat: the peak, the number a roof is made of."""
+        return matmul_flops(self.n, self.n, self.n) / self.timing.min_s
 
 
 def matmul_peak(n: int = 2048, dtype=torch.float32, warmup: int = 2, repeats: int = 5,
@@ -401,7 +459,9 @@ class DecodeMeasurement:
 
 def decode_stepper(model: GPT, batch_size: int = 1, n_context: int = 16, seed: int = 0):
     """A function that runs one decode step of ``batch_size`` sequences with ``n_context - 1`` tokens
-    already cached, again and again at the same position (the cache is rewound after each)."""
+    already cached, again and again at the same position (the cache is rewound after each). The cached
+    tokens are one sequence's prefill copied to every row (a large batch's prefill would take longer than
+    the steps it prepares); each row's new token is its own."""
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("n_context", n_context)
     if n_context > model.config.max_seq_len:
@@ -409,9 +469,14 @@ def decode_stepper(model: GPT, batch_size: int = 1, n_context: int = 16, seed: i
     g = torch.Generator().manual_seed(seed)
     cache = KVCache(model.config, batch_size, n_context, dtype=model.dtype, device=model.device)
     ids = torch.randint(0, model.config.vocab_size, (batch_size, n_context), generator=g).to(model.device)
-    with torch.inference_mode():
-        if n_context > 1:
-            model(ids[:, :-1], cache=cache)  # the prefill, once
+    if n_context > 1:  # the prefill, once, of one sequence, copied to every row: a step reads the same bytes
+        one = KVCache(model.config, 1, n_context, dtype=model.dtype, device=model.device)
+        with torch.inference_mode():
+            model(ids[:1, :-1], cache=one)
+        cache.k.copy_(one.k.expand_as(cache.k))
+        cache.v.copy_(one.v.expand_as(cache.v))
+        cache.valid.copy_(one.valid.expand_as(cache.valid))
+        cache.length = one.length
     filled = cache.length
     new = ids[:, -1:]
 
@@ -432,11 +497,37 @@ def time_decode_step(model: GPT, batch_size: int = 1, n_context: int = 16, warmu
     return DecodeMeasurement(batch_size, n_context, decode_count(model.config, batch_size, n_context, model.dtype), t)
 
 
+def time_decode_batches(model: GPT, batch_sizes, n_context: int = 16, repeats: int = 3, warmup: int = 1,
+                        progress=None) -> list[DecodeMeasurement]:
+    """One decode step at each batch size, timed in alternating rounds (batch 1, 2, 4, ..., then again), so
+    a machine that slows down half-way slows every batch alike (notebook 04's batch sweep). ``progress``:
+    a wrapper such as ``inferlab.progress.progress``, shown over the rounds."""
+    sizes = list(batch_sizes)
+    if not sizes:
+        raise ValueError("batch_sizes must be a non-empty list of batch sizes")
+    for b in sizes:
+        _check_positive_int("batch_sizes", b)
+    _check_positive_int("repeats", repeats)
+    steppers = {b: decode_stepper(model, b, n_context) for b in sizes}
+    samples = {b: [] for b in sizes}
+    rounds = range(repeats)
+    for i in (progress(rounds, desc="rounds over all batch sizes", unit="round") if progress else rounds):
+        for b, t in compare(steppers, repeats=1, warmup=warmup if i == 0 else 0, device=model.device).items():
+            samples[b] += t.samples_s
+    return [DecodeMeasurement(b, n_context, decode_count(model.config, b, n_context, model.dtype),
+                              _timing_of(samples[b])) for b in sizes]
+
+
+def _timing_of(samples: list) -> Timing:
+    q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
+    return Timing(statistics.median(samples), min(samples), q[2] - q[0], len(samples), torch.get_num_threads(),
+                  list(samples))
+
+
 def measured_critical_batch(batch_sizes, step_seconds) -> float:
-    """The measured regime change, read the way the roofline draws it: the memory-bound plateau (the fastest
-    step measured) meets the compute-bound line through the origin and the largest batch (time in proportion
-    to the batch). If the largest batch is still on the plateau this returns about that batch: the real
-    critical batch is at least that."""
+    """Where the memory-bound plateau (the fastest step measured) meets the line through the origin and the
+    largest batch. A formula that returns a number whatever the curve: notebook 04 now reads the curve with
+    ``batch_regimes``, which says when the sweep did not reach a regime."""
     b, t = list(batch_sizes), list(step_seconds)
     if len(b) != len(t) or len(b) < 3:
         raise ValueError("batch_sizes and step_seconds must be lists of the same length, at least 3")
@@ -444,6 +535,64 @@ def measured_critical_batch(batch_sizes, step_seconds) -> float:
         raise ValueError("batch sizes must be >= 1 and step times positive")
     per_sequence = t[-1] / b[-1]  # seconds per sequence once compute-bound
     return max(1.0, min(t) / per_sequence)
+
+
+@dataclass
+class BatchRegimes:
+    """What a measured decode batch sweep shows (``batch_regimes``), read from the points themselves.
+
+    ``near_free_until``: the largest batch up to which every step took at most ``1 + slack`` times the first
+    batch's step, so throughput grew nearly in proportion to the batch (memory-bound: the weights are read
+    once whatever the batch). ``compute_bound_from``: the batch from which every further step of the sweep
+    grew the step time nearly in proportion to the batch (each doubling at least ``2 ** slope`` times
+    longer), so throughput levelled off; ``None`` when the sweep's last step did not, i.e. the sweep did not
+    reach that regime."""
+    batch_sizes: list
+    step_s: list
+    near_free_until: int
+    compute_bound_from: int | None
+    slack: float
+    slope: float
+
+    @property
+    def tokens_per_s(self) -> list:
+        return [b / t for b, t in zip(self.batch_sizes, self.step_s)]
+
+    @property
+    def doubling_factors(self) -> list:
+        """For each step of the sweep: how many times longer the step took per doubling of the batch
+        (1 = free, 2 = in proportion to the batch)."""
+        b, t = self.batch_sizes, self.step_s
+        return [(t[i + 1] / t[i]) ** (1 / math.log2(b[i + 1] / b[i])) for i in range(len(b) - 1)]
+
+
+def batch_regimes(batch_sizes, step_seconds, slack: float = 0.25, slope: float = 0.7) -> BatchRegimes:
+    """Read the regimes off a measured decode batch sweep (notebook 04), with no model of the machine:
+    see ``BatchRegimes``. Batch sizes must grow; times are seconds per step."""
+    b, t = list(batch_sizes), list(step_seconds)
+    if len(b) != len(t) or len(b) < 3:
+        raise ValueError("batch_sizes and step_seconds must be lists of the same length, at least 3")
+    for x in b:
+        _check_positive_int("batch_sizes", x)
+    for x in t:
+        _check_positive_number("step_seconds", x)
+    if any(y <= x for x, y in zip(b, b[1:])):
+        raise ValueError("batch_sizes must grow from one measurement to the next")
+    _check_positive_number("slack", slack)
+    if not 0 < slope <= 1:
+        raise ValueError(f"slope must be in (0, 1], got {slope!r}")
+    near_free = b[0]
+    for x, y in zip(b[1:], t[1:]):
+        if y > (1 + slack) * t[0]:
+            break
+        near_free = x
+    result = BatchRegimes(b, t, near_free, None, slack, slope)
+    factors = result.doubling_factors
+    start = len(factors)
+    while start > 0 and factors[start - 1] >= 2 ** slope:
+        start -= 1
+    result.compute_bound_from = b[start] if start < len(factors) else None
+    return result
 
 
 @contextlib.contextmanager

@@ -85,10 +85,16 @@ RIGHT = {
     "4.4": lambda: 0.5 + 0.8 * 0.5 / (2 * (1 - 0.8)),
 }
 WRONG = {
-    "4.1": [8.0, 2 * answer_41(), answer_41() / 2, 1.0, "six"],
-    "4.2": [295.3, 594, 1, 10_000],
-    "4.3": [77.0, 23610.0, 1000.0],
-    "4.4": [0.5, 1.0, 3.0, None],
+    "4.1": [8.0, 2 * answer_41(), answer_41() / 2, 1.0, 1 / answer_41(), 3.0, "six"],
+    "4.2": [295.3, 594, 1, 10_000, 290],
+    "4.3": [77.0, 23610.0, 1000.0, 2.039e12 / 14e9, 120.0],
+    "4.4": [0.5, 1.0, 3.0, 2.5, None],
+}
+# other answers the lessons' own rules justify
+ALSO_RIGHT = {
+    "4.1": [answer_41() * 0.985],   # the whole embedding table counted as read (it is looked up, 8 rows)
+    "4.2": [296],                   # the rule of thumb: intensity ~ 2B / 2 bytes = B, ridge 295.3
+    "4.3": [2.039e12 / counting.weight_bytes(il.MODEL_CONFIGS["llama-2-7b"], torch.float16)],  # whole table
 }
 
 
@@ -108,12 +114,40 @@ def test_exercise_rejects_wrong_answers_without_raising(key):
         assert not ok and message.startswith(f"Exercise {key}")
 
 
+@pytest.mark.parametrize("key", sorted(ALSO_RIGHT))
+def test_exercise_accepts_each_convention_the_lessons_justify(key):
+    for answer in ALSO_RIGHT[key]:
+        ok, message = ex.verdict(key, answer)
+        assert ok, message
+
+
 def test_exercise_hints_name_the_mistake():
     c = counting.step_count(il.MODEL_CONFIGS["llama-2-7b"], 1, 1024, 8, torch.float16)
     assert "caches" in ex.verdict("4.1", c.flops / (c.weight_bytes + c.kv_write_bytes))[1]
+    assert "bytes per FLOP" in ex.verdict("4.1", 1 / answer_41())[1]
     assert "ridge point itself" in ex.verdict("4.2", 295.34)[1]
+    assert "2 bytes each" in ex.verdict("4.2", 594)[1]
     assert "compute limit" in ex.verdict("4.3", 23610.1)[1]
+    assert "7 billion" in ex.verdict("4.3", 2.039e12 / 14e9)[1]
     assert "waiting alone" in ex.verdict("4.4", 1.0)[1]
+    assert "M/M/1" in ex.verdict("4.4", 2.5)[1]
+
+
+@pytest.mark.parametrize("key", sorted(WRONG))
+def test_exercise_feedback_never_gives_the_answer(key):
+    right = float(RIGHT[key]())
+    shown = {f"{right:.0f}", f"{right:.1f}", f"{right:.2f}", f"{right:.3g}"} - {"0", "1", "2", "6"}
+    for wrong in WRONG[key]:
+        message = ex.verdict(key, wrong)[1]
+        assert not any(s in message for s in shown), (wrong, message)
+
+
+def test_solutions_run_in_a_notebook_namespace_without_touching_it():
+    # names the notebook has: a solution must not rebind them (cfg, c, roof, ...), and must import what it uses
+    namespace = {"cfg": il.MODEL_CONFIGS["inferlab-main"], "c": object(), "roof": MACHINE, "model": object(),
+                 "answer_41": None, "answer_42": None, "answer_43": None, "answer_44": None}
+    for key in RIGHT:
+        assert ex.run_solution(key, namespace) == [], key
 
 
 # --- the committed notebook ----------------------------------------------------------------------------

@@ -124,6 +124,46 @@ def test_measured_critical_batch_on_a_synthetic_roofline():
     assert profiling.measured_critical_batch([1, 2, 4], [1, 1, 1]) == 4  # still flat: at least the largest batch
 
 
+def test_batch_regimes_read_off_synthetic_sweeps():
+    batches = [1, 2, 4, 8, 16, 32, 64, 128]
+    # flat (memory-bound) until 16, then in proportion to the batch (compute-bound)
+    r = profiling.batch_regimes(batches, [max(1.0, b / 16) for b in batches])
+    assert r.near_free_until == 16 and r.compute_bound_from == 16
+    assert r.tokens_per_s[4] == pytest.approx(16 * r.tokens_per_s[0])
+    assert r.doubling_factors == pytest.approx([1, 1, 1, 1, 2, 2, 2])
+    # still flat at the largest batch: the sweep did not reach the compute-bound regime, and says so
+    flat = profiling.batch_regimes([1, 2, 4, 8], [1.0, 1.0, 1.1, 1.2])
+    assert flat.near_free_until == 8 and flat.compute_bound_from is None
+    # growing but never in proportion (the tail's doublings cost 1.3x): not compute-bound either
+    slow = profiling.batch_regimes([1, 2, 4, 8, 16], [1.0, 1.0, 1.3, 1.69, 2.2])
+    assert slow.near_free_until == 2 and slow.compute_bound_from is None
+    # a noisy middle point that doubles does not count: only a tail that keeps growing in proportion does
+    noisy = profiling.batch_regimes([1, 2, 4, 8, 16, 32], [1.0, 1.0, 2.0, 2.0, 4.0, 8.0])
+    assert noisy.near_free_until == 2 and noisy.compute_bound_from == 8
+    # the first extra sequence already costs: nothing is nearly free
+    assert profiling.batch_regimes([1, 2, 4], [1.0, 2.0, 4.0]).near_free_until == 1
+
+
+def test_roof_at_least_only_raises():
+    roof = profiling.Roof("toy", 100e9, 10e9)
+    assert roof.at_least(peak_flops=50e9) == roof
+    higher = roof.at_least(peak_flops=120e9, bandwidth=12e9)
+    assert higher.peak_flops == 120e9 and higher.bandwidth == 12e9 and higher.name == "toy"
+    assert roof.at_least(bandwidth=11e9).peak_flops == 100e9
+    with pytest.raises(ValueError, match="bandwidth must be a finite number >= 0"):
+        roof.at_least(bandwidth=-1)
+
+
+def test_memory_level_of_an_operation():
+    dram = 10e9
+    assert profiling.memory_level(1e9, 5e9, dram, cache_bytes=32 * 2 ** 20) == "DRAM"  # too big, DRAM speed
+    assert profiling.memory_level(8e6, 5e9, dram, cache_bytes=32 * 2 ** 20) == "L3"    # fits in the cache
+    assert profiling.memory_level(1e9, 15e9, dram) == "L3"   # faster than DRAM can deliver: only a cache can
+    assert profiling.memory_level(1e9, 5e9, dram) == "DRAM"  # no cache size known, DRAM speed
+    with pytest.raises(ValueError, match="bytes_per_s must be a positive"):
+        profiling.memory_level(1e9, 0, dram)
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: profiling.hardware_roof("tpu-v9"), ValueError, "unknown hardware preset 'tpu-v9'; known: a100, h100"),
     (lambda: profiling.hardware_roof(100), TypeError, "hardware name must be a str"),
@@ -146,6 +186,13 @@ def test_measured_critical_batch_on_a_synthetic_roofline():
     (lambda: profiling.matmul_peak(0), ValueError, "n must be >= 1"),
     (lambda: profiling.random_model("gpt2"), TypeError, "config must be a ModelConfig"),
     (lambda: profiling.measured_critical_batch([1, 2], [1.0, 1.0]), ValueError, "at least 3"),
+    (lambda: profiling.batch_regimes([1, 2], [1.0, 1.0]), ValueError, "at least 3"),
+    (lambda: profiling.batch_regimes([1, 4, 2], [1.0, 1.0, 1.0]), ValueError, "batch_sizes must grow"),
+    (lambda: profiling.batch_regimes([1, 2, 4], [1.0, 0.0, 1.0]), ValueError, "step_seconds must be a positive"),
+    (lambda: profiling.batch_regimes([1, 2, 4], [1.0, 1.0, 1.0], slope=1.5), ValueError, "slope must be in"),
+    (lambda: profiling.bandwidth_sweep([4096], threads=0), ValueError, "threads must be >= 1"),
+    (lambda: profiling.cache_bandwidth(threads=0), ValueError, "threads must be >= 1"),
+    (lambda: profiling.time_decode_batches(profiling.random_model(MAIN), []), ValueError, "non-empty list"),
 ])
 def test_bad_input_is_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
@@ -160,10 +207,18 @@ def test_measured_roofs_are_positive_and_ordered():
     assert read.bytes_per_s > 0 and copy.bytes_per_s > 0 and copy.moved_bytes == 2 * copy.nbytes
     peak = profiling.matmul_peak(256, warmup=1, repeats=2, min_time_s=0.0)
     assert peak.flops_per_s > 0 and peak.timing.threads == torch.get_num_threads()
-    small, large = profiling.bandwidth_sweep([256 * 1024, 64 * 2 ** 20], min_time_s=0.0, repeats=3)
+    tiny, small, large = profiling.bandwidth_sweep([16 * 1024, 256 * 1024, 64 * 2 ** 20], min_time_s=0.0, repeats=3)
+    # a small set is read many times per timed call, so the call's fixed cost does not hide the cache
+    assert tiny.moved_bytes >= profiling.READ_PER_CALL and small.moved_bytes >= profiling.READ_PER_CALL
     # best sample of each, a wide margin: a working set in the core's cache is not read slower than DRAM
-    best = [b.moved_bytes / b.timing.min_s for b in (small, large)]
-    assert best[0] >= 0.5 * best[1]
+    best = [b.best_bytes_per_s for b in (tiny, small, large)]
+    assert best[0] >= 0.5 * best[2] and best[1] >= 0.5 * best[2]
+    assert all(b.best_bytes_per_s >= b.bytes_per_s for b in (read, copy, tiny))
+    assert peak.best_flops_per_s >= peak.flops_per_s
+    l3 = profiling.cache_bandwidth(repeats=2)
+    assert l3.best_bytes_per_s > 0 and l3.moved_bytes >= l3.nbytes
+    if "L3" in profiling.cache_sizes():
+        assert l3.nbytes <= profiling.cache_sizes()["L3"] // 2 + 4096
 
 
 def test_cache_sizes_are_bytes():
@@ -190,10 +245,25 @@ def test_decode_stepper_replays_the_same_step():
     step = profiling.decode_stepper(model, batch_size=2, n_context=10)
     a, b = step(), step()
     assert a.shape == (2, 1, MAIN.vocab_size) and torch.equal(a, b)
+    # every row continues the first row's cached prefix with its own new token (one prefill, copied)
+    ids = torch.randint(0, MAIN.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for row in range(2):
+            alone = model(torch.cat([ids[0, :-1], ids[row, -1:]])[None])[0, -1]
+            assert torch.allclose(a[row, 0], alone, atol=1e-4)
     m = profiling.time_decode_step(model, batch_size=2, n_context=10, warmup=0, repeats=2)
     assert m.count == profiling.decode_count(MAIN, 2, 10) and m.tokens_per_s > 0 and m.bytes_per_s > 0
     with pytest.raises(ValueError, match="n_context must be <= max_seq_len=512"):
         profiling.decode_stepper(model, 1, 600)
+
+
+def test_time_decode_batches_alternates_and_counts():
+    model = profiling.random_model(MAIN)
+    seen = []
+    runs = profiling.time_decode_batches(model, [1, 2, 4], n_context=8, repeats=2, warmup=0,
+                                         progress=lambda rounds, **kw: (seen.append(kw), rounds)[1])
+    assert [r.batch_size for r in runs] == [1, 2, 4] and seen and "desc" in seen[0]
+    assert all(r.timing.repeats == 2 and r.count == profiling.decode_count(MAIN, r.batch_size, 8) for r in runs)
 
 
 # --- timing ---------------------------------------------------------------------------------------------

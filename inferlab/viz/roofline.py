@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..config import get_config
 from ..counting import step_count
@@ -29,7 +30,8 @@ def _roof_line(ax, roof: Roof, color, lw=2.0, ls="-", x=None):
 
 
 def plot_roofline(roofs, points=(), title: str = "") -> Figure:
-    """Roofs (``Roof``; the first drawn boldest) and measured points ``(label, intensity, FLOP/s)`` on log axes."""
+    """Roofs (``Roof``; the first drawn boldest) and measured points ``(label, intensity, FLOP/s)`` on log axes.
+    For a hierarchical roofline pass one roof per memory level with the same peak (e.g. DRAM, then L3)."""
     fig = Figure(figsize=(10, 4.6), dpi=DPI)
     ax = fig.add_subplot()
     for i, roof in enumerate(roofs):
@@ -63,7 +65,7 @@ def plot_bandwidth_sweep(sweep, caches: dict | None = None, threads: int | None 
     ax.set_xlabel("working set (bytes), read over and over")
     ax.set_ylabel("read bandwidth (GB/s)")
     ax.set_ylim(bottom=0)
-    ax.set_title("memory hierarchy, measured: the smaller the working set, the faster it is read"
+    ax.set_title("memory hierarchy, measured: read bandwidth against the size of the working set"
                  + (f" ({threads} thread{'s' * (threads != 1)})" if threads else ""), fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -71,8 +73,8 @@ def plot_bandwidth_sweep(sweep, caches: dict | None = None, threads: int | None 
 
 
 def plot_batch_sweep(batch_sizes, step_s, predicted_s=None, critical=None) -> Figure:
-    """Decode step time and tokens/s against the batch, with the roofline's prediction and critical batches
-    (``critical``: ``{"label": batch}``)."""
+    """Decode step time and tokens/s against the batch, with the roofline's prediction and the batches where
+    the regime changes (``critical``: ``{"label": batch}``; a ``None`` batch is left out)."""
     fig = Figure(figsize=(10, 3.6), dpi=DPI)
     ax1, ax2 = fig.subplots(1, 2)
     b = np.array(batch_sizes)
@@ -88,9 +90,16 @@ def plot_batch_sweep(batch_sizes, step_s, predicted_s=None, critical=None) -> Fi
                 ax.axvline(value, color=COLORS[1 + i], ls=":", label=f"{label}: {value:.0f}")
     ax1.set_ylabel("time per decode step (ms)")
     ax2.set_ylabel("tokens per second (batch / step time)")
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    some = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 and f"{v:.0e}"[0] in "25" else "")  # 2, 5, 20, 50...
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.set_xticks(list(batch_sizes))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(some)
         ax.set_xlabel("batch size (sequences decoded together)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
