@@ -4,8 +4,13 @@ Prefill reads the whole prompt in one forward pass and yields the first token; d
 one token per step. With a KV cache a decode step computes keys and values for its one new token and
 reads the earlier ones back; without, it recomputes the whole sequence.
 
-* ``time_prefill`` / ``time_decode``: time both phases (``timing.measure``) for each kind of cache;
-  ``prefill_flops`` / ``decode_flops`` count the matmul FLOPs of the same steps (``counting``).
+* ``time_prefill`` / ``time_decode``: time both phases (``timing.measure``) for each kind of cache, and
+  ``time_decode_kinds`` the kinds in alternation (``timing.compare``); ``prefill_flops`` / ``decode_flops``
+  count the matmul FLOPs of the same steps (``counting``).
+* ``step_budget``: what a one-token step spends its time on, against this machine's measured memory
+  bandwidth (reading the weights, or fixed per-step overhead).
+* ``context_sweep``: one decode step of a batch against context length, in alternation, beside the bytes
+  it reads (weights once, every sequence's cache): where reading the cache overtakes reading the weights.
 * ``attention_weights`` / ``trace_cache``: the attention of the newest token over the cached positions,
   recomputed from the model's own modules on inputs captured by forward hooks (the widget of notebook 03).
 * ``kv_cache_rows`` / ``concurrency_rows``: the cache of published model shapes, per token and per
@@ -21,11 +26,11 @@ import torch
 
 from .config import ModelConfig
 from .counting import (cache_equals_weights_context, dtype_bytes, forward_flops, kv_cache_bytes,
-                       max_concurrent_sequences, weight_bytes)
+                       max_concurrent_sequences, step_count, weight_bytes)
 from .generate import _check_max_new, encode_prompt
 from .kvcache import ConcatKVCache, KVCache
 from .model import apply_rope
-from .timing import Timing, measure
+from .timing import Timing, busy_note, compare, measure
 from .tokenizer import BPETokenizer
 
 CACHE_KINDS = ("contiguous", "concat", "none")
@@ -141,6 +146,39 @@ def time_decode(model, positions, kind: str = "contiguous", warmup: int = 1, rep
     return PhaseTimes(kind, positions, [timings[p] for p in positions])
 
 
+def time_decode_kinds(model, positions, kinds=CACHE_KINDS, warmup: int = 1, repeats: int = 5, seed: int = 0,
+                      progress=None) -> list[PhaseTimes]:
+    """``time_decode`` for several kinds of cache, timed in alternation at each position (``timing.compare``:
+    kind a, kind b, kind c, a, b, c, ...), so a machine that slows down slows every kind alike (notebook 03).
+    ``progress``: optional wrapper for the loop over positions (e.g. ``inferlab.progress.progress``)."""
+    positions = _check_lengths(model, positions, "positions", 0)
+    kinds = list(kinds)
+    if not kinds or any(k not in CACHE_KINDS for k in kinds):
+        raise ValueError(f"kinds must be a non-empty list drawn from {CACHE_KINDS}, got {kinds!r}")
+    n = max(positions) + 1
+    ids = random_ids(model, n, seed)
+    timings = {kind: {} for kind in kinds}
+    with torch.inference_mode():
+        caches = {kind: make_cache(model, kind, capacity=n) for kind in kinds}
+        for cache in caches.values():
+            if cache is not None and n > 1:
+                model(ids[:, : n - 1], cache=cache)  # fill once; each step rewinds to its position
+        order = sorted(set(positions), reverse=True)  # latest first: rewinding only ever drops rows
+        for p in (progress(order) if progress else order):
+            steps = {}
+            for kind, cache in caches.items():
+                if cache is None:
+                    steps[kind] = lambda seq=ids[:, : p + 1]: int(model(seq)[0, -1].argmax())
+                else:
+                    def step(token=ids[:, p: p + 1], p=p, cache=cache):
+                        rewind(cache, p)
+                        return int(model(token, cache=cache)[0, -1].argmax())
+                    steps[kind] = step
+            for kind, t in compare(steps, repeats=repeats, warmup=warmup, device=model.device).items():
+                timings[kind][p] = t
+    return [PhaseTimes(kind, positions, [timings[kind][p] for p in positions]) for kind in kinds]
+
+
 def prefill_flops(config: ModelConfig, lengths) -> list[int]:
     """Matmul FLOPs of the prefill of each prompt length: every token attends to the ones before it."""
     return [forward_flops(config, int(T)) for T in lengths]
@@ -151,6 +189,195 @@ def decode_flops(config: ModelConfig, positions, use_cache: bool = True) -> list
     without it all p + 1 tokens again (notebook 03)."""
     return [forward_flops(config, 1, int(p) + 1) if use_cache else forward_flops(config, int(p) + 1)
             for p in positions]
+
+
+# --- what a one-token step spends its time on ------------------------------------------------------------
+
+@dataclass
+class StepBudget:
+    """One decode step (measured) against the time its weights take to read at a measured bandwidth."""
+    name: str
+    step_s: float         # measured time of one decode step (median)
+    weight_bytes: int     # weights the step reads (counting.step_count: the input embedding is only looked up)
+    bandwidth: float      # bytes/s this machine read in a plain probe (profiling.read_bandwidth)
+
+    @property
+    def read_s(self) -> float:
+        """Time to read the weights once at the probe's bandwidth."""
+        return self.weight_bytes / self.bandwidth
+
+    @property
+    def read_share(self) -> float:
+        """The share of the step that reading the weights accounts for (above 1: the step read faster
+        than the probe did; the probe is not this machine's peak)."""
+        return self.read_s / self.step_s
+
+    @property
+    def streamed(self) -> float:
+        """Bytes/s at which the step went through its weights."""
+        return self.weight_bytes / self.step_s
+
+    @property
+    def verdict(self) -> str:
+        if self.read_share >= 0.5:
+            return "mostly reading its weights (memory-bound)"
+        if self.read_share < 0.3:
+            return "mostly fixed per-step overhead (Python, dispatch, hundreds of small operations), not reading weights"
+        return "split between reading its weights and fixed per-step overhead"
+
+
+def step_budget(name: str, model_or_config, step_s: float, bandwidth: float, n_context: int = 1) -> StepBudget:
+    """What one decode step of batch 1 spends its time on (notebook 03): the bytes of weights it must read
+    (``counting.step_count``, as notebook 04 counts them) against ``step_s`` measured and ``bandwidth``
+    (bytes/s) measured by a plain read. A step far slower than its read is overhead-bound."""
+    config = getattr(model_or_config, "config", model_or_config)
+    dtype = getattr(model_or_config, "dtype", torch.float32)
+    for arg, value in (("step_s", step_s), ("bandwidth", bandwidth)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{arg} must be a positive number, got {value!r}")
+    count = step_count(config, 1, n_context, 1, dtype)
+    return StepBudget(name, float(step_s), count.weight_bytes, float(bandwidth))
+
+
+# --- long context: when reading the cache overtakes reading the weights ------------------------------------
+
+def filled_cache(model, batch_size: int, length: int, capacity: int | None = None) -> KVCache:
+    """A ``KVCache`` holding ``length`` tokens for each of ``batch_size`` sequences, written through the
+    cache's own calls with stand-in keys and values (a prefill of that many tokens would take far longer;
+    a step reads the same bytes whatever their values)."""
+    for arg, value in (("batch_size", batch_size), ("length", length)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{arg} must be a positive int, got {value!r}")
+    cfg = model.config
+    capacity = length + 1 if capacity is None else capacity
+    if not length < capacity <= cfg.max_seq_len:
+        raise ValueError(f"length must be below capacity and capacity at most max_seq_len={cfg.max_seq_len}, "
+                         f"got length {length}, capacity {capacity}")
+    cache = KVCache(cfg, batch_size, capacity, dtype=model.dtype, device=model.device)
+    cache.attention_mask(length, None)
+    block = torch.full((batch_size, cfg.n_kv_head, length, cfg.head_dim), 0.01, dtype=model.dtype,
+                       device=model.device)  # written, so every page is real memory
+    for layer in range(cfg.n_layer):
+        cache.append(layer, block, block)
+    cache.advance(length)
+    return cache
+
+
+@dataclass
+class ContextSweep:
+    """One decode step of a batch against context length (``context_sweep``)."""
+    name: str
+    batch_size: int
+    contexts: list[int]       # tokens each sequence attends to, the new one included
+    timings: list[Timing]
+    weight_bytes: int         # weights read per step (the whole batch shares one read)
+    cache_bytes: list[int]    # cached keys/values read per step, all sequences together
+    crossover: int            # context at which the cache bytes equal the weight bytes
+
+    @property
+    def median_s(self) -> list[float]:
+        return [t.median_s for t in self.timings]
+
+    @property
+    def bytes(self) -> list[int]:
+        return [self.weight_bytes + c for c in self.cache_bytes]
+
+    @property
+    def predicted_s(self) -> list[float]:
+        """If a step's time follows the bytes it reads: the shortest context's time, scaled by bytes."""
+        t0, b0 = self.median_s[0], self.bytes[0]
+        return [t0 * b / b0 for b in self.bytes]
+
+    @property
+    def growth(self) -> float:
+        """Measured time of the longest context's step over the shortest's."""
+        return self.median_s[-1] / self.median_s[0]
+
+    @property
+    def predicted_growth(self) -> float:
+        return self.bytes[-1] / self.bytes[0]
+
+    def fit(self) -> tuple[float, float]:
+        """Least-squares line time = fixed + per_byte x cache bytes: (fixed seconds, seconds per cache byte).
+        ``fixed`` is what the step costs besides the cache (the weights, overhead)."""
+        x, y = torch.tensor(self.cache_bytes, dtype=torch.float64), torch.tensor(self.median_s, dtype=torch.float64)
+        xm, ym = x.mean(), y.mean()
+        slope = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+        return float(ym - slope * xm), slope
+
+    @property
+    def measured_crossover(self) -> float | None:
+        """Context at which the fitted time of reading the cache equals the rest of the step (None when the
+        time did not grow with the cache)."""
+        fixed, per_byte = self.fit()
+        if per_byte <= 0 or fixed <= 0:
+            return None
+        per_token = self.cache_bytes[-1] / (self.contexts[-1] - 1)  # cache bytes per token of context
+        return 1 + fixed / (per_byte * per_token)
+
+    def conclusion(self) -> str:
+        """What happened on this machine, in words, as a check against the prediction from bytes."""
+        note = busy_note(*self.timings)
+        fixed, per_byte = self.fit()
+        lines = [f"bytes predicted: the step at {self.contexts[-1]:,} tokens reads {self.predicted_growth:.1f}x the "
+                 f"bytes of the step at {self.contexts[0]:,}; measured: it took {self.growth:.1f}x the time."]
+        if note:  # too noisy to carry a conclusion: say so instead of drawing one
+            return "\n".join(lines + [note])
+        measured = self.measured_crossover
+        if measured is None:
+            lines.append("Here the time did not grow with the context, so this run cannot show the cache's cost: "
+                         "the machine was probably busy (or the step is dominated by something else); run it again.")
+        else:
+            where = (f"at about {measured:,.0f} tokens" if measured <= self.contexts[-1] * 4
+                     else "far beyond this context")
+            lines.append(f"A straight line through the points says reading the cache costs as much time as the rest "
+                         f"of the step {where} (by bytes: {self.crossover:,}).")
+            if measured <= self.contexts[-1]:
+                lines.append(f"On this machine the cache became the bigger part of the step within the model's "
+                             f"context: past about {measured:,.0f} tokens, each step spends more time reading the "
+                             f"{self.batch_size} caches than everything else.")
+            else:
+                lines.append("On this machine the cache grew into a large part of the step but did not overtake the "
+                             "rest within this context; it does on machines where the weights stream at full "
+                             "bandwidth. If the step barely grew, the usual reason is a busy machine or a step "
+                             "dominated by arithmetic rather than memory.")
+            if measured < self.crossover:
+                lines.append("It came sooner than the bytes say: each cached byte cost more time than a weight byte "
+                             "(attention runs as many small products, which stream memory less efficiently than the "
+                             "large weight matrices).")
+        return "\n".join(lines)
+
+
+def context_sweep(model, batch_size: int, contexts, warmup: int = 1, repeats: int = 5, name: str = "") -> ContextSweep:
+    """Time one decode step of ``batch_size`` sequences at each context length (tokens attended, the new one
+    included), all contexts in alternation (``timing.compare``), through one ``filled_cache`` rewound to each
+    length; beside the bytes each step reads (notebook 03)."""
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    contexts = sorted(set(_check_lengths(model, contexts, "contexts", 1)))
+    if len(contexts) < 2:
+        raise ValueError(f"contexts must hold at least two different lengths, got {contexts!r}")
+    cfg = model.config
+    top = contexts[-1]
+    cache = filled_cache(model, batch_size, top - 1, capacity=top)
+    token = torch.randint(0, cfg.vocab_size, (batch_size, 1), generator=torch.Generator().manual_seed(0))
+    token = token.to(model.device)
+
+    def stepper(n):
+        def step():
+            cache.valid[:, : n - 1] = True   # the n - 1 cached tokens (their keys/values stay in place)
+            cache.valid[:, n - 1:] = False
+            cache.length = n - 1
+            with torch.inference_mode():
+                return model(token, cache=cache, last_only=True)
+        return step
+
+    timings = compare({n: stepper(n) for n in contexts}, repeats=repeats, warmup=warmup, device=model.device)
+    counts = [step_count(cfg, 1, n, batch_size, model.dtype) for n in contexts]
+    weights = counts[0].weight_bytes
+    per_token = kv_cache_bytes(cfg, 1, batch_size, model.dtype)
+    return ContextSweep(name or cfg.name, batch_size, contexts, [timings[n] for n in contexts], weights,
+                        [c.kv_read_bytes for c in counts], -(-weights // per_token))
 
 
 # --- looking inside: which rows are new, where the new token looks ---------------------------------------
@@ -283,6 +510,31 @@ def format_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def format_bytes_binary(n: float) -> str:
+    """Binary units, as per-token cache sizes are quoted: 128 KiB = 131,072 bytes; small counts stay in bytes."""
+    if not isinstance(n, numbers.Real) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be a number of bytes >= 0, got {n!r}")
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:,.0f} {unit}" if value == int(value) or value >= 100 else f"{value:.1f} {unit}"
+    return f"{n:,.0f} bytes" if n != 1 else "1 byte"
+
+
+def weights_read_per_step(config: ModelConfig, batch_size: int = 1, dtype=torch.float16) -> int:
+    """Bytes of weights one decode step reads, as notebook 04 counts them (``counting.step_count``): every
+    matrix once, but of the input embedding table only the rows of the tokens fed (the whole table when it
+    is tied to the output head, which multiplies by all of it)."""
+    return step_count(config, 1, 1, batch_size, dtype).weight_bytes
+
+
+def cache_equals_weights_read(config: ModelConfig, batch_size: int = 1, dtype=torch.float16) -> int:
+    """Tokens of context at which reading ``batch_size`` caches costs a decode step as many bytes as
+    reading its weights (``weights_read_per_step``), rounded up (notebook 03)."""
+    per_token = kv_cache_bytes(config, 1, batch_size, dtype)
+    return -(-weights_read_per_step(config, batch_size, dtype) // per_token)
+
+
 def kv_cache_rows(configs, seq_lens=SEQ_LENS, dtype=torch.float16) -> list[dict]:
     """One row per model: its attention kind, bytes per token and bytes per sequence at each length."""
     rows = []
@@ -333,10 +585,13 @@ def format_concurrency_table(rows, seq_len: int = 8192) -> str:
 
 def memory_budget(config: ModelConfig, seq_len: int, batch_size: int, memory_gb: float, dtype=torch.float16) -> dict:
     """Weights + KV cache of ``batch_size`` sequences of ``seq_len`` tokens against an accelerator's memory
-    (the calculator widget of notebook 03). Bytes, GB = 10^9 bytes."""
+    (the calculator widget of notebook 03). Bytes, GB = 10^9 bytes. ``exceeds_context``: the model was
+    built to read at most ``context`` tokens, so a longer sequence is out of its reach whatever the memory."""
     weights = weight_bytes(config, dtype)
     cache = kv_cache_bytes(config, seq_len, batch_size, dtype)
     memory = memory_gb * 1e9
     return {"weights": weights, "cache": cache, "total": weights + cache, "memory": memory,
             "fits": weights + cache <= memory, "bytes_per_number": dtype_bytes(dtype),
+            "bytes_per_token": kv_cache_bytes(config, 1, 1, dtype),
+            "context": config.max_seq_len, "exceeds_context": seq_len > config.max_seq_len,
             "max_sequences": max_concurrent_sequences(config, seq_len, memory_gb, dtype)}

@@ -10,8 +10,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 import inferlab as il  # noqa: E402
 from conftest import random_model, small_configs  # noqa: E402
+from inferlab import counting, phases  # noqa: E402
 from inferlab import exercises as ex  # noqa: E402
-from inferlab import phases  # noqa: E402
+from inferlab.exercises import part3  # noqa: E402
+from inferlab.kvcache import ConcatKVCache  # noqa: E402
+from inferlab.timing import Timing  # noqa: E402
 from inferlab.counting import cache_equals_weights_context, forward_flops, max_concurrent_sequences  # noqa: E402
 from inferlab.viz import kvcache as viz  # noqa: E402
 
@@ -235,7 +238,125 @@ def test_format_bytes(n, text):
     assert phases.format_bytes(n) == text
 
 
-# --- exercises: a right answer passes, wrong ones do not -------------------------------------------------
+# --- what a one-token step spends its time on; long context -----------------------------------------------
+
+@pytest.mark.parametrize("kinds", [phases.CACHE_KINDS, ("contiguous", "none")])
+def test_time_decode_kinds_times_each_kind_at_each_position(kinds):
+    model = tiny_model()
+    out = phases.time_decode_kinds(model, [0, 5, 40], kinds, warmup=0, repeats=3)
+    assert [d.kind for d in out] == list(kinds)
+    for d in out:
+        assert d.x == [0, 5, 40] and len(d.timings) == 3
+        assert all(t.repeats == 3 and len(t.samples_s) == 3 for t in d.timings)
+    with pytest.raises(ValueError, match="kinds must be"):
+        phases.time_decode_kinds(model, [3], ("paged",))
+
+
+def test_step_budget_splits_reading_from_overhead():
+    cfg = il.MODEL_CONFIGS["gpt2"]
+    read = counting.step_count(cfg, 1, 1, 1, torch.float32).weight_bytes
+    assert read == counting.weight_bytes(cfg, torch.float32)  # tied embeddings: the head reads the whole table
+    slow = phases.step_budget("x", cfg, step_s=read / 1e9 * 10, bandwidth=1e9)
+    assert slow.read_s == pytest.approx(read / 1e9) and slow.read_share == pytest.approx(0.1)
+    assert "overhead" in slow.verdict
+    assert "reading its weights" in phases.step_budget("x", cfg, read / 1e9 * 1.2, 1e9).verdict
+    assert "split" in phases.step_budget("x", cfg, read / 1e9 * 2.5, 1e9).verdict
+    with pytest.raises(ValueError, match="bandwidth"):
+        phases.step_budget("x", cfg, 0.01, 0)
+    with pytest.raises(ValueError, match="step_s"):
+        phases.step_budget("x", cfg, -1.0, 1e9)
+
+
+def test_filled_cache_holds_the_tokens_it_says():
+    model = tiny_model()
+    cache = phases.filled_cache(model, batch_size=3, length=20, capacity=32)
+    assert cache.length == 20 and cache.tokens() == [20, 20, 20] and cache.capacity == 32
+    assert (cache.k[:, :, :, :20] == 0.01).all() and (cache.k[:, :, :, 20:] == 0).all()
+    with torch.inference_mode():
+        assert model(torch.zeros(3, 1, dtype=torch.long), cache=cache).shape == (3, 1, 256)
+    assert cache.length == 21
+    with pytest.raises(ValueError, match="capacity"):
+        phases.filled_cache(model, 1, 64)  # capacity 65 > max_seq_len 64
+    with pytest.raises(ValueError, match="batch_size"):
+        phases.filled_cache(model, 0, 4)
+
+
+def test_context_sweep_counts_the_bytes_of_each_step():
+    model = tiny_model()
+    sweep = phases.context_sweep(model, 4, [64, 8, 32], warmup=0, repeats=2)
+    cfg = model.config
+    assert sweep.contexts == [8, 32, 64] and len(sweep.timings) == 3
+    assert sweep.cache_bytes == [il.kv_cache_bytes(cfg, n - 1, 4, torch.float32) for n in (8, 32, 64)]
+    assert sweep.weight_bytes == counting.step_count(cfg, 1, 8, 4, torch.float32).weight_bytes
+    per_token = il.kv_cache_bytes(cfg, 1, 4, torch.float32)
+    assert (sweep.crossover - 1) * per_token < sweep.weight_bytes <= sweep.crossover * per_token
+    assert sweep.predicted_s[0] == sweep.median_s[0]
+    assert sweep.predicted_growth == pytest.approx(sweep.bytes[-1] / sweep.bytes[0])
+    assert isinstance(sweep.conclusion(), str)
+    assert len(viz.plot_context_sweep(sweep).axes) == 2
+    with pytest.raises(ValueError, match="contexts"):
+        phases.context_sweep(model, 2, [65])
+    with pytest.raises(ValueError, match="two different"):
+        phases.context_sweep(model, 2, [8, 8])
+
+
+def fake_sweep(times_s, crossover=600):
+    timings = [Timing(t, t, 0.0, 3, 2, [t] * 3) for t in times_s]
+    contexts = [1, 257, 513, 769, 1025][: len(times_s)]
+    per_token = 1000
+    return phases.ContextSweep("m", 8, contexts, timings, weight_bytes=600 * per_token,
+                               cache_bytes=[(n - 1) * per_token for n in contexts], crossover=crossover)
+
+
+def test_context_sweep_conclusion_says_what_happened():
+    # time = 1 + cache bytes / weight bytes: the measured crossover is exactly where the bytes cross
+    sweep = fake_sweep([1 + (n - 1) / 600 for n in [1, 257, 513, 769, 1025]])
+    fixed, per_byte = sweep.fit()
+    assert fixed == pytest.approx(1.0) and per_byte == pytest.approx(1 / 600_000)
+    assert sweep.measured_crossover == pytest.approx(601)
+    text = sweep.conclusion()
+    assert "became the bigger part of the step" in text and "at about 601 tokens" in text
+    flat = fake_sweep([1.0, 0.99, 1.0, 0.98, 0.99])
+    assert flat.measured_crossover is None and "did not grow" in flat.conclusion()
+    slow_growth = fake_sweep([1 + (n - 1) / 6000 for n in [1, 257, 513, 769, 1025]])
+    assert "did not overtake" in slow_growth.conclusion()
+
+
+def test_context_sweep_conclusion_says_when_the_machine_was_busy():
+    noisy = fake_sweep([1 + (n - 1) / 600 for n in [1, 257, 513, 769, 1025]])
+    noisy.timings[2] = Timing(1.8, 1.0, 1.0, 3, 2, [1.0, 1.8, 2.8])
+    text = noisy.conclusion()
+    assert "busy" in text and "bytes predicted" in text
+    assert "straight line" not in text and "bigger part" not in text  # no conclusion the numbers cannot carry
+
+
+@pytest.mark.parametrize("n, text", [(128, "128 bytes"), (12288, "12 KiB"), (131072, "128 KiB"),
+                                     (1.5 * 2**20, "1.5 MiB"), (1, "1 byte"), (0, "0 bytes")])
+def test_format_bytes_binary(n, text):
+    assert phases.format_bytes_binary(n) == text
+
+
+def test_weights_read_per_step_leave_out_an_untied_embedding_table():
+    llama3 = il.MODEL_CONFIGS["llama-3-8b"]
+    table = llama3.vocab_size * llama3.d_model * 2
+    assert phases.weights_read_per_step(llama3, 16) == counting.weight_bytes(llama3) - table + 16 * llama3.d_model * 2
+    assert phases.cache_equals_weights_read(llama3, 16) == 7158
+    gpt2 = il.MODEL_CONFIGS["gpt2"]  # tied: the output head reads the whole table anyway
+    assert phases.cache_equals_weights_read(gpt2, 8) == cache_equals_weights_context(gpt2, 8) == 844
+
+
+def test_memory_view_shows_small_caches_in_bytes_and_says_when_the_context_is_exceeded():
+    fig = viz.memory_view("inferlab-draft", 512, 1, "int8", 24)
+    assert fig.axes[1].get_title().endswith("128 bytes per token")
+    assert "EXCEED" not in fig.axes[0].get_title()
+    over = viz.memory_view("inferlab-draft", 131072, 1, "float16", 24)
+    title = over.axes[0].get_title()
+    assert "131,072 tokens EXCEED the model's context of 512" in title and "cannot read that far" in title
+    budget = phases.memory_budget(il.MODEL_CONFIGS["inferlab-draft"], 131072, 1, 24)
+    assert budget["exceeds_context"] and budget["context"] == 512 and budget["bytes_per_token"] == 256
+
+
+# --- exercises: a right answer passes, wrong ones do not, and no hint gives the answer away ---------------
 
 def right_loop(model, ids, n):
     cache = il.KVCache(model.config, capacity=len(ids) + n)
@@ -247,6 +368,30 @@ def right_loop(model, ids, n):
     return out
 
 
+def loop_with_unused_last_pass(model, ids, n):
+    cache = il.KVCache(model.config, capacity=len(ids) + n)
+    out = []
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), cache=cache)
+        for _ in range(n):
+            out.append(int(logits[0, -1].argmax()))
+            logits = model(torch.tensor([[out[-1]]]), cache=cache)
+    return out
+
+
+def prompt_token_by_token(model, ids, n):
+    cache = ConcatKVCache(model.config)
+    out = []
+    with torch.no_grad():
+        for t in ids:
+            logits = model(torch.tensor([[t]]), cache=cache)
+        for i in range(n):
+            out.append(int(logits[0, -1].argmax()))
+            if i < n - 1:
+                logits = model(torch.tensor([[out[-1]]]), cache=cache)
+    return out
+
+
 def uncached_loop(model, ids, n):
     seq = list(ids)
     with torch.no_grad():
@@ -255,12 +400,32 @@ def uncached_loop(model, ids, n):
     return seq[len(ids):]
 
 
+def fresh_cache_every_step(model, ids, n):
+    step, out = torch.tensor([ids]), []
+    with torch.no_grad():
+        for _ in range(n):
+            out.append(int(model(step, cache=il.KVCache(model.config, capacity=len(ids) + n))[0, -1].argmax()))
+            step = torch.tensor([[out[-1]]])
+    return out
+
+
+def expected_ids(pretrained):
+    model, tok = pretrained
+    return [il.generate(model, tok, p, max_new_tokens=n).tokens for p, n in part3.EX33_CASES]
+
+
 def test_exercise_3_1():
     cfg = il.MODEL_CONFIGS["qwen2.5-0.5b"]
-    assert ex.verdict("3.1", 2 * 24 * 2 * 64 * 32768 * 2)[0]
-    assert ex.verdict("3.1", il.kv_cache_bytes(cfg, 32768, dtype=torch.bfloat16))[0]
+    right = il.kv_cache_bytes(cfg, 32768, dtype=torch.bfloat16)
+    assert ex.verdict("3.1", 2 * 24 * 2 * 64 * 32768 * 2)[0] and ex.verdict("3.1", right)[0]
     assert not ex.verdict("3.1", 24 * 2 * 64 * 32768 * 2)[0]        # keys only
     assert "query head" in ex.verdict("3.1", 2 * 24 * 14 * 64 * 32768 * 2)[1]
+    for value, unit in [(right / 1e9, "GB"), (round(right / 1e9, 2), "GB"), (right / 2**30, "GiB"),
+                        (right / 2**20, "MiB"), (right / 1e6, "MB")]:
+        ok, message = ex.verdict("3.1", value)
+        assert not ok and f"in {unit} " in message and "wants bytes" in message
+    for wrong in (123, right / 2, right * 2, 7.5):
+        assert f"{right:,}" not in ex.verdict("3.1", wrong)[1] and str(right) not in ex.verdict("3.1", wrong)[1]
     assert not ex.verdict("3.1", None)[0] and not ex.verdict("3.1", "a lot")[0]
 
 
@@ -268,24 +433,75 @@ def test_exercise_3_2():
     assert ex.verdict("3.2", 30)[0]
     assert "forgets the weights" in ex.verdict("3.2", 37)[1]
     assert "Round down" in ex.verdict("3.2", 31)[1]
-    assert not ex.verdict("3.2", 33)[0]
+    assert "mixes units" in ex.verdict("3.2", 33)[1]
+    assert "one sequence's cache" in ex.verdict("3.2", 2.147)[1] and "one sequence's cache" in ex.verdict("3.2", 2.0)[1]
+    assert "memory left" in ex.verdict("3.2", 66.52)[1] and "memory left" in ex.verdict("3.2", 61.95)[1]
+    assert "whole number" in ex.verdict("3.2", 29.5)[1]
+    for wrong in (12, 29.5, 37):
+        assert "30" not in ex.verdict("3.2", wrong)[1]
 
 
-def test_exercise_3_3():
-    assert ex.verdict("3.3", right_loop)[0]
-    ok, message = ex.verdict("3.3", uncached_loop)
-    assert not ok and "Right tokens" in message
-    assert not ex.verdict("3.3", lambda model, ids, n: [0] * n)[0]
-    assert not ex.verdict("3.3", lambda model, ids, n: list(ids) + right_loop(model, ids, n))[0]
+def test_exercise_3_3_accepts_every_correct_cached_loop(pretrained):
+    for loop in (right_loop, loop_with_unused_last_pass, prompt_token_by_token,
+                 lambda m, i, n: torch.tensor(right_loop(m, i, n))):
+        ok, message = ex.verdict("3.3", loop)
+        assert ok, message
+    assert "never used" in ex.verdict("3.3", loop_with_unused_last_pass)[1]
+    assert "several passes" in ex.verdict("3.3", prompt_token_by_token)[1]
+
+
+def test_exercise_3_3_rejects_shortcuts_and_never_shows_the_tokens(pretrained):
+    model, tok = pretrained
+    expected = expected_ids(pretrained)
+    cases = {
+        "il.generate": (lambda m, ids, n: il.generate(m, tok, ids, max_new_tokens=n).tokens, "package's own loop"),
+        "generate_batch": (lambda m, ids, n: il.generate_batch(m, tok, [ids], max_new_tokens=n)[0].tokens,
+                           "generate_batch"),
+        "pasted ids": (lambda m, ids, n: expected[0][:n], "never ran the model"),
+        "no cache": (uncached_loop, "no cache reached the model"),
+        "cache rebuilt": (fresh_cache_every_step, "then they differ"),
+        "with the prompt": (lambda m, ids, n: list(ids) + right_loop(m, ids, n), "without the prompt"),
+        "too short": (lambda m, ids, n: right_loop(m, ids, n)[:-1], "exactly n"),
+        "wrong": (lambda m, ids, n: [int(m(torch.tensor([ids]))[0, -1].argmin())] * n, "first new token"),
+    }
+    for name, (loop, hint) in cases.items():
+        ok, message = ex.verdict("3.3", loop)
+        assert not ok and hint in message, (name, message)
+        for ids in expected:
+            assert str(ids) not in message and ", ".join(map(str, ids[:3])) not in message, (name, message)
     assert not ex.verdict("3.3", 42)[0]
 
 
-def test_exercise_3_4():
+def test_exercise_3_3_records_who_called_the_model(pretrained):
+    model, tok = pretrained
+    _, calls = part3.record_forward_calls(model, lambda: il.generate(model, tok, "abc", max_new_tokens=2))
+    assert [c["caller"] for c in calls] == ["inferlab.generate._token_loop"] * 2
+    _, calls = part3.record_forward_calls(model, lambda: right_loop(model, tok.encode("abc"), 2))
+    assert [(c["caller"], c["cache"]) for c in calls] == [(None, True), (None, True)]
+    assert part3.count_forward_tokens(model, lambda: right_loop(model, tok.encode("abc"), 3))[1] == \
+        {"calls": 3, "tokens": len(tok.encode("abc")) + 2}
+
+
+def test_exercise_3_4_accepts_each_justified_way_of_counting_the_weights():
     cfg = il.MODEL_CONFIGS["llama-3-8b"]
-    assert ex.verdict("3.4", cache_equals_weights_context(cfg, batch_size=16))[0]
-    assert ex.verdict("3.4", 7659)[0]
+    for right in (7158, 7157, 7159, cache_equals_weights_context(cfg, batch_size=16), 7659, 7658, 7630, 7129):
+        ok, message = ex.verdict("3.4", right)
+        assert ok, (right, message)
     assert "one sequence" in ex.verdict("3.4", cache_equals_weights_context(cfg))[1]
-    assert not ex.verdict("3.4", 2 * 7659)[0]
+    assert "factor of 2" in ex.verdict("3.4", 2 * 7158)[1]
+    assert "query head" in ex.verdict("3.4", 7158 // 4)[1]
+    for wrong in (2 * 7659, 5000, 7300):
+        ok, message = ex.verdict("3.4", wrong)
+        assert not ok and not any(s in message for s in ("7,158", "7158", "7,659", "7659"))
+
+
+def test_solutions_run_in_a_notebook_namespace_without_touching_its_names(pretrained):
+    model, tok = pretrained
+    namespace = {"il": il, "torch": torch, "counting": counting, "model": model, "tok": tok,
+                 "cfg": model.config, "answer": None, "answer_31": None, "answer_32": None, "ids": [1, 2, 3]}
+    for key in ("3.1", "3.2", "3.3", "3.4"):
+        assert ex.run_solution(key, namespace) == [], key
+    assert namespace["cfg"] is model.config and namespace["answer"] is None
 
 
 def test_check_prints_and_never_raises(capsys):

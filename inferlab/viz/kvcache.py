@@ -7,6 +7,8 @@ widgets' values as plain arguments:
   which key/value rows are new, which are reused, and where the new token looks (``head=-1``: the mean
   over all query heads);
 * ``memory_view(config_name, seq_len, batch_size, dtype_name, memory_gb)``: the KV cache calculator.
+
+``plot_context_sweep`` draws the long-context measurement (``phases.context_sweep``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from matplotlib.patches import Rectangle
 
 from ..config import get_config
 from ..counting import kv_cache_bytes
-from ..phases import attention_kind, decode_flops, format_bytes, memory_budget, prefill_flops
+from ..phases import (attention_kind, decode_flops, format_bytes, format_bytes_binary, memory_budget,
+                      prefill_flops)
 from .inference import _drawable, _safe, token_label
 
 DPI = 90
@@ -220,9 +223,13 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
     ax1.set_xlim(0, max(memory_gb, b["total"] / 1e9) * 1.1)
     ax1.set_yticks([])
     ax1.set_xlabel("GB (10^9 bytes)")
-    verdict = "fits" if b["fits"] else "does NOT fit"
-    ax1.set_title(f"{cfg.name}, {batch_size} x {int(seq_len):,} tokens, {dtype_name}: {verdict}\n"
-                  f"at most {b['max_sequences']} sequences of {int(seq_len):,} tokens fit beside the weights", fontsize=9)
+    verdict = "fits in memory" if b["fits"] else "does NOT fit in memory"
+    reach = f"at most {b['max_sequences']} sequences of {int(seq_len):,} tokens fit beside the weights"
+    if b["exceeds_context"]:
+        verdict += f"; {int(seq_len):,} tokens EXCEED the model's context of {b['context']:,}"
+        reach = f"it cannot read that far: the bars show what its cache would take if it did ({reach})"
+    ax1.set_title(f"{cfg.name}, {batch_size} x {int(seq_len):,} tokens, {dtype_name}: {verdict}\n{reach}",
+                  fontsize=9, color="#c03d3e" if b["exceeds_context"] else "black")
     ax1.legend(fontsize=8, loc="upper right")
     lengths = np.unique(np.geomspace(512, 131072, 40).astype(int))
     cache_gb = [kv_cache_bytes(cfg, int(n), int(batch_size), dtype) / 1e9 for n in lengths]
@@ -230,15 +237,56 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
     ax2.axhline(b["weights"] / 1e9, color="#8c8c8c", lw=1.5, label="weights")
     ax2.axhline(memory_gb, color="black", ls="--", lw=1, label="accelerator memory")
     ax2.axvline(int(seq_len), color="#555555", lw=0.8, ls=":")
+    if b["context"] < lengths[-1]:  # the part of the curve the model cannot reach
+        ax2.axvspan(b["context"], lengths[-1], color="#c03d3e", alpha=0.08, lw=0,
+                    label=f"beyond its context ({b['context']:,})")
     ax2.set_xscale("log", base=2)
     ticks = [2 ** k for k in range(9, 18, 2)]
     ax2.set_xticks(ticks, [f"{t // 1024}k" if t >= 1024 else str(t) for t in ticks])
     ax2.set_yscale("log")
     ax2.set_xlabel("tokens per sequence")
     ax2.set_ylabel("GB")
-    ax2.set_title(f"{attention_kind(cfg)} attention: {kv_cache_bytes(cfg, 1, 1, dtype) / 1024:,.0f} KiB "
-                  f"per token", fontsize=9)
+    ax2.set_title(f"{attention_kind(cfg)} attention: {format_bytes_binary(b['bytes_per_token'])} per token",
+                  fontsize=9)
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+# --- long context: the cache overtakes the weights ------------------------------------------------------
+
+def plot_context_sweep(sweep) -> Figure:
+    """A decode step of a batch against context length (``phases.context_sweep``): measured time beside the
+    time predicted from the bytes it reads (left), and those bytes, weights against caches (right)."""
+    ctx = np.array(sweep.contexts)
+    fig = Figure(figsize=(10, 3.4), dpi=DPI)
+    ax1, ax2 = fig.subplots(1, 2)
+    ms = np.array(sweep.median_s) * 1e3
+    iqr = np.array([t.iqr_s for t in sweep.timings]) * 1e3
+    ax1.errorbar(ctx, ms, yerr=iqr / 2, fmt="o-", capsize=3, color=KIND_COLORS["contiguous"], label="measured")
+    ax1.plot(ctx, np.array(sweep.predicted_s) * 1e3, "--", color="#555555",
+             label=f"predicted from bytes read\n(time at {ctx[0]:,} tokens, scaled by bytes)")
+    fixed, per_byte = sweep.fit()
+    ax1.axhline(fixed * 1e3, color="#8c8c8c", lw=1, ls=":", label="fitted: the step without its cache")
+    ax1.set_xlabel("context (tokens per sequence)")
+    ax1.set_ylabel("time of one decode step (ms)")
+    ax1.set_title(f"{sweep.name}, batch {sweep.batch_size}: measured (median, bars: IQR)", fontsize=10)
+    gb = 1e6
+    ax2.plot(ctx, np.full(len(ctx), sweep.weight_bytes / gb), color="#8c8c8c", lw=2, label="weights, read once")
+    ax2.plot(ctx, np.array(sweep.cache_bytes) / gb, "o-", color=ATTENTION_COLORS["multi-head"], ms=4,
+             label=f"{sweep.batch_size} caches, each read")
+    ax2.set_xlabel("context (tokens per sequence)")
+    ax2.set_ylabel("MB read per decode step")
+    ax2.set_title("counted: bytes one step reads", fontsize=10)
+    for ax in (ax1, ax2):
+        if sweep.crossover <= ctx[-1]:
+            ax.axvline(sweep.crossover, color=ATTENTION_COLORS["multi-head"], lw=0.8, ls=":")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    if sweep.crossover <= ctx[-1]:
+        ax2.annotate(f"cache = weights\nat {sweep.crossover:,} tokens", (sweep.crossover, sweep.weight_bytes / gb),
+                     xytext=(8, -28), textcoords="offset points", fontsize=8)
     fig.tight_layout()
     return fig
