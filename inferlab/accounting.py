@@ -337,7 +337,11 @@ def batching_explanation(batch: int, step_s: float, batch_step_s: float, gain: f
     """The sentences notebook 01 prints after its batch sweep, chosen by what was measured: a decode step
     took ``step_s`` at batch 1 and ``batch_step_s`` at ``batch``, whose whole calls gave ``gain`` times
     the throughput; reading the weights once at the measured bandwidth takes ``read_s``; ``fixed_s`` is
-    ``ops`` operations x the fixed cost of one tiny operation (``batch_ops`` operations at ``batch``)."""
+    ``ops`` operations x the fixed cost of one tiny operation (``batch_ops`` operations at ``batch``).
+
+    The two step times split a step into a part that grows with the rows and a part that does not
+    (step = shared + rows x per_row); the weights and the operations' fixed costs explain the shared part.
+    """
     for name, value in (("step_s", step_s), ("batch_step_s", batch_step_s), ("gain", gain), ("read_s", read_s),
                         ("fixed_s", fixed_s)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -345,33 +349,34 @@ def batching_explanation(batch: int, step_s: float, batch_step_s: float, gain: f
     for name, value in (("batch", batch), ("ops", ops), ("batch_ops", batch_ops)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    same_ops = "the same number of operations" if batch_ops == ops else f"{batch_ops} operations instead of {ops}"
+    if batch < 2:
+        raise ValueError(f"batch must be at least 2 to compare with batch 1, got {batch}")
+    per_row = (batch_step_s - step_s) / (batch - 1)
+    if per_row <= 0:
+        return (f"On this run a step at batch {batch} took no longer than at batch 1, which only noise can do: "
+                "the machine was busy, so run the sweep again before reading anything from it.")
+    shared = step_s - per_row
     read, fixed = read_s / step_s, fixed_s / step_s
-    shared = (f"At batch {batch} a step runs {same_ops} and reads the same weights, so these costs are paid once "
-              f"per step and shared by all {batch} rows.")
+    same_ops = "the same number of" if batch_ops == ops else f"{batch_ops} instead of {ops}"
+    text = (f"From the sweep: each extra row added about {per_row * 1e3:.2f} ms to a step (its own arithmetic and data), "
+            f"while {shared / step_s:.0%} of a step at batch 1 ({shared * 1e3:.2f} ms) did not grow with the batch. "
+            f"That shared part is paid once per step whatever the batch: at batch {batch} a step runs {same_ops} "
+            f"operations and reads the same weights. Of a step at batch 1, reading the weights at the measured "
+            f"bandwidth is about {read:.0%} and the fixed cost of its {ops} operations about {fixed:.0%}")
+    if read + fixed < shared / step_s:
+        text += (f"; the other {shared / step_s - read - fixed:.0%} is more work that does not depend on the batch "
+                 "(the model's own Python code around the operations) or, on a busy machine, waiting for the CPU")
     if fixed_s >= read_s:
-        why = (f"Here the fixed cost of running {ops} small operations (about {fixed:.0%} of a step at batch 1) "
-               f"outweighs reading the weights (about {read:.0%}): the regime notebook 04 calls overhead-bound. "
-               + shared)
+        text += ". The operations cost more than the weights: the regime notebook 04 calls overhead-bound."
     elif read >= 0.5:
-        why = (f"Here reading the weights (about {read:.0%} of a step at batch 1) outweighs the fixed cost of "
-               f"running {ops} small operations (about {fixed:.0%}): the regime notebook 04 calls memory-bound. "
-               + shared)
+        text += ". Reading the weights is most of the step: the regime notebook 04 calls memory-bound."
     else:
-        why = (f"Here reading the weights (about {read:.0%} of a step at batch 1) and the fixed cost of running "
-               f"{ops} small operations (about {fixed:.0%}) are both small parts of the step. " + shared)
-    if read + fixed < 0.5:
-        why += (f" The rest of the step ({1 - read - fixed:.0%}) is neither: more fixed work per step (the "
-                "model's own Python code around the operations), or, on a busy machine, time spent waiting for "
-                "the CPU: if a busy-machine warning was printed above, run the cells again.")
-    grew = batch_step_s / step_s
-    if grew < 1:
-        return (why + f" On this run a step at batch {batch} even took less time than at batch 1, which only "
-                "noise can do: the machine was busy, so run the cell again before reading the ratio.")
-    return (why + f" So a decode step at batch {batch} took {grew:.1f}x as long as at batch 1 while making {batch} "
-            f"tokens instead of one, and whole calls (prefill included) gave {gain:.1f}x the throughput. What "
-            "grows with the batch is the arithmetic, one row's worth per sequence: once it outweighs the shared "
-            "costs, throughput stops growing with the batch.")
+        text += "."
+    return (text + f" So a step at batch {batch} took {batch_step_s / step_s:.1f}x as long as at batch 1 while "
+            f"making {batch} tokens instead of one, and whole calls (prefill included) gave {gain:.1f}x the "
+            f"throughput. The rows' own cost matches the shared cost at about {shared / per_row:.0f} rows: from "
+            "there on, doubling the batch no longer nearly doubles the throughput, which levels off towards one "
+            f"row's arithmetic (about {1 / per_row:,.0f} tokens/s here).")
 
 
 # --- why the checked greedy answers are the same on other machines ---------------------------------------
