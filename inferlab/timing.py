@@ -178,6 +178,7 @@ class Calibration:
     first_s: float
     repeat_s: float
     threshold: float = BUSY_SPREAD
+    spread: float = 0.0   # the larger relative IQR of the two halves: steady contention shows here
 
     @property
     def drift(self) -> float:
@@ -185,13 +186,13 @@ class Calibration:
 
     @property
     def busy(self) -> bool:
-        return self.drift > self.threshold
+        return self.drift > self.threshold or self.spread > self.threshold
 
     def __str__(self):
         verdict = ("the machine looks busy: timings in this lesson may mislead; close other programs"
                    if self.busy else "quiet enough to measure")
         return (f"calibration: {self.first_s * 1e3:.1f} ms, then {self.repeat_s * 1e3:.1f} ms on a repeat "
-                f"({self.drift:.0%} apart): {verdict}")
+                f"({self.drift:.0%} apart, repeats within {self.spread:.0%}): {verdict}")
 
 
 def calibrate(repeats: int = 5) -> Calibration:
@@ -208,9 +209,8 @@ def calibrate(repeats: int = 5) -> Calibration:
             v.mul(1.0001).add_(0.5)
 
     work()
-    first = measure(work, warmup=0, repeats=repeats).median_s
-    repeat = measure(work, warmup=0, repeats=repeats).median_s
-    return Calibration(first, repeat)
+    first, repeat = measure(work, warmup=0, repeats=repeats), measure(work, warmup=0, repeats=repeats)
+    return Calibration(first.median_s, repeat.median_s, spread=max(first.spread, repeat.spread))
 
 
 IMPOSSIBLE = "PHYSICALLY IMPOSSIBLE"   # no stored notebook may contain this (tests/test_notebook_outputs.py)

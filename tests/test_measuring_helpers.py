@@ -34,6 +34,7 @@ def test_busy_note_speaks_only_when_repeats_disagree():
 def test_calibration_flags_a_drift():
     assert not timing.Calibration(0.010, 0.0105).busy
     assert timing.Calibration(0.010, 0.016).busy
+    assert timing.Calibration(0.010, 0.010, spread=0.6).busy   # steady contention: medians agree, repeats do not
     assert "calibration" in str(timing.calibrate(repeats=2))
     with pytest.raises(ValueError, match="repeats"):
         timing.calibrate(repeats=0)

@@ -143,6 +143,15 @@ def progress() -> dict:
     return {k: v for k, v in done.items() if k in REGISTRY}
 
 
+def graded(key: str, answer) -> None:
+    """The graded cell of a class copy (``inferlab.classroom``): silent while a learner runs the lesson,
+    an AssertionError with the verdict when nbgrader grades it (it sets ``NBGRADER_EXECUTION``)."""
+    if os.environ.get("NBGRADER_EXECUTION"):
+        ok, message = verdict(key, answer)
+        if not ok:
+            raise AssertionError(message)
+
+
 def solutions_allowed() -> bool:
     """False when the teacher set ``INFERLAB_SOLUTIONS=off``."""
     return os.environ.get("INFERLAB_SOLUTIONS", "on").lower() not in ("off", "0", "false", "no")
