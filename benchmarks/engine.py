@@ -22,7 +22,8 @@ Each method runs ``--rounds`` times, alternating, and the fastest run of each is
 machine other work only ever slows a run down.
 
 Last, where the engine's steps cost more: one decode step of ``max_num_seqs`` rows through the paged cache
-against the same step through a contiguous ``KVCache`` (``decode_step_paged_vs_contiguous``).
+against the same step through a contiguous ``KVCache``, timed in alternation (``decode_step_paged_vs_contiguous``,
+the median of the paired ratios).
 
 Throughput = generated tokens / wall time of the whole run. TTFT counts queueing from the moment all
 requests arrive. The results are printed last as ``name: value`` lines. Aims (not asserted): engine
@@ -40,39 +41,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
 from inferlab.timing import cpu_model  # noqa: E402
-from inferlab.engine.baselines import mixed_workload, one_at_a_time, static_batching  # noqa: E402
+from inferlab.engine.baselines import decode_step_pair, mixed_workload, one_at_a_time, static_batching  # noqa: E402
 from inferlab.engine.engine import DEFAULT_BLOCK_SIZE  # noqa: E402
-from inferlab.engine.paged_cache import KVPool, PagedBatch  # noqa: E402
-from inferlab.profiling import decode_stepper  # noqa: E402
-from inferlab.timing import measure  # noqa: E402
+from inferlab.timing import compare, paired_ratio  # noqa: E402
 
 
-def decode_step_costs(model, contexts, block_size=DEFAULT_BLOCK_SIZE, repeats=20):
-    """(paged ms, contiguous ms): one decode step of ``len(contexts)`` rows through the engine's paged cache
-    (blocks scattered over the pool) and through a contiguous ``KVCache`` padded to the longest context.
-    The gap is what gathering blocks costs without a kernel that reads them in place."""
-    cfg, B = model.config, len(contexts)
-    blocks = [-(-(c + 1) // block_size) for c in contexts]   # room for each context and its new token
-    pool = KVPool(cfg, sum(blocks) + 1, block_size, model.dtype, model.device)
-    pool.k.normal_(), pool.v.normal_()   # real values: untouched zero pages would time differently
-    order = torch.randperm(pool.num_blocks - 1, generator=torch.Generator().manual_seed(0)).add(1).tolist()
-    tables, taken = [], 0
-    for n in blocks:
-        tables.append(order[taken:taken + n])
-        taken += n
-    x = torch.zeros(B, 1, dtype=torch.long, device=model.device)
-
-    def paged():
-        cache = PagedBatch(pool, tables, contexts, [1] * B)
-        model(x, positions=cache.positions, cache=cache, pad_mask=cache.pad_mask, last_only=True)
-
-    contiguous = decode_stepper(model, B, max(contexts) + 1)   # the same step through a KVCache, rewound each time
-    best = {paged: float("inf"), contiguous: float("inf")}
-    with torch.inference_mode():
-        for _ in range(3):   # alternate, keep each one's fastest
-            for fn in best:
-                best[fn] = min(best[fn], measure(fn, warmup=2, repeats=repeats, device=model.device).median_s)
-    return best[paged] * 1e3, best[contiguous] * 1e3
+def decode_step_costs(model, contexts, block_size=DEFAULT_BLOCK_SIZE, repeats=30):
+    """(paged ms, contiguous ms, paired ratio): one decode step of ``len(contexts)`` rows through the engine's
+    paged cache and through a contiguous ``KVCache``, both padded to the longest context
+    (``decode_step_pair``), timed in alternation. The gap is what gathering blocks costs without a kernel that
+    reads them in place."""
+    fns = decode_step_pair(model, contexts, block_size)
+    t = compare(fns, repeats=repeats, warmup=3, device=model.device)
+    paged, contiguous = t["paged cache"], t["contiguous cache"]
+    return paged.median_s * 1e3, contiguous.median_s * 1e3, paired_ratio(paged, contiguous)
 
 
 def main():
@@ -152,9 +134,9 @@ def main():
     print(f"same greedy tokens with and without prefix caching: {runs[True][1] == runs[False][1]}")
 
     contexts = [len(p) + sp.max_tokens // 2 for p, sp in zip(prompts, params)][:args.max_num_seqs]
-    paged_ms, contiguous_ms = decode_step_costs(model, contexts, args.block_size)
+    paged_ms, contiguous_ms, step_ratio = decode_step_costs(model, contexts, args.block_size)
     print(f"one decode step of {len(contexts)} rows at contexts {min(contexts)}-{max(contexts)}: paged cache "
-          f"{paged_ms:.2f} ms, contiguous cache {contiguous_ms:.2f} ms")
+          f"{paged_ms:.2f} ms, contiguous cache {contiguous_ms:.2f} ms; paged / contiguous {step_ratio}")
 
     print(f"engine_tokens_per_s: {eng.throughput:.1f}")
     print(f"static_batching_tokens_per_s: {st.throughput:.1f}")
@@ -173,7 +155,7 @@ def main():
     print(f"mean_ttft_prefix_cache_s: {runs[True][0].mean_ttft_s:.3f}")
     print(f"prefix_cache_hit_rate: {runs[True][0].prefix_hit_rate:.3f}")
     print(f"ttft_speedup_prefix_caching: {runs[False][0].mean_ttft_s / runs[True][0].mean_ttft_s:.2f}")
-    print(f"decode_step_paged_vs_contiguous: {paged_ms / contiguous_ms:.2f}")
+    print(f"decode_step_paged_vs_contiguous: {step_ratio.median:.2f}")
 
 
 if __name__ == "__main__":

@@ -383,3 +383,48 @@ def test_index_tensor_equals_torch_tensor(rows):
     for value in (rows, rows[0]):
         got = index_tensor(value)
         assert got.dtype == torch.int64 and torch.equal(got, torch.tensor(value, dtype=torch.int64))
+
+
+# --- measuring the engine (notebook 06) -------------------------------------------------------------------
+
+def test_serve_alternating_runs_the_ways_in_turn_and_keeps_the_median_run():
+    from types import SimpleNamespace
+    from inferlab.engine.baselines import serve_alternating
+    calls, walls = [], {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 6.0, 4.0])}
+
+    def way(label):
+        def serve():
+            calls.append(label)
+            return [label], SimpleNamespace(wall_s=next(walls[label]))
+        return serve
+
+    served = serve_alternating({"a": way("a"), "b": way("b")}, rounds=3)
+    assert calls == ["a", "b"] * 3                          # alternating, round after round
+    typical = served.typical
+    assert typical["a"][1].wall_s == 2.0 and typical["b"][1].wall_s == 5.0   # the median run of each
+    assert served.timings["a"].repeats == served.timings["b"].repeats == 3
+    ratio = served.ratio("b", "a")                          # paired by round: 5/3, 6/1, 4/2
+    assert ratio.median == pytest.approx(2.0) and ratio.low == pytest.approx(5 / 3) and ratio.high == 6.0
+    assert ratio.clear
+    assert served.ratio("a", "a").median == 1.0 and not served.ratio("a", "a").clear
+    with pytest.raises(ValueError, match="no runs labelled"):
+        served.ratio("a", "c")
+    with pytest.raises(ValueError, match="rounds"):
+        serve_alternating({"a": way("a")}, rounds=0)
+    with pytest.raises(TypeError, match="ways"):
+        serve_alternating({})
+
+
+def test_decode_step_pair_runs_the_same_step_through_both_caches():
+    from inferlab.engine.baselines import decode_step_pair
+    cfg = il.ModelConfig(vocab_size=300, d_model=32, n_layer=2, n_head=4, n_kv_head=2, max_seq_len=64, arch="llama")
+    model = random_model(cfg, 1)
+    fns = decode_step_pair(model, [5, 17, 30], block_size=4)
+    assert set(fns) == {"paged cache", "contiguous cache"}
+    paged, contiguous = fns["paged cache"](), fns["contiguous cache"]()
+    assert paged.shape[0] == contiguous.shape[0] == 3 and paged.shape[-1] == contiguous.shape[-1] == 300
+    for bad in ([], [0, 4], [64], "16"):
+        with pytest.raises(ValueError, match="contexts"):
+            decode_step_pair(model, bad)
+    with pytest.raises(ValueError, match="block_size"):
+        decode_step_pair(model, [4], block_size=0)

@@ -9,7 +9,8 @@ Every function returns a matplotlib ``Figure`` built without pyplot:
 * ``fragmentation_sim(...)`` + ``plot_fragmentation(result)``: how much reserved KV memory holds real tokens
   when each request reserves its maximum length, against paging;
 * ``engine_view(arrival_rate, kv_tokens, block_size)``: the widget callback; serves a seeded workload with the
-  bundled draft model and shows throughput, latency and preemptions.
+  bundled draft model and shows throughput, latency and preemptions; ``request_segments`` reads each request's
+  waiting, prefill and decode spans from the engine's step trace.
 """
 from __future__ import annotations
 
@@ -63,20 +64,25 @@ def plot_timeline(runs: dict, max_requests: int | None = None) -> Figure:
     return fig
 
 
-def plot_step_trace(trace, max_steps: int = 80) -> Figure:
+def plot_step_trace(trace, max_steps: int | None = None) -> Figure:
     """Tokens computed in each engine step, prefill and decode stacked, against the token budget; the dots
-    count the requests in the step."""
-    trace = trace[:max_steps]
-    steps = np.arange(len(trace))
+    count the requests in the step. Every step is drawn unless ``max_steps`` is given; the title says how
+    many steps the run had and how many are shown."""
+    if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
+        raise ValueError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
+    total = len(trace)
+    trace = trace[:max_steps] if max_steps else list(trace)
+    steps = np.array([r.step for r in trace])
     pre = np.array([sum(n for _, k, n in r.entries if k == "prefill") for r in trace])
     dec = np.array([sum(n for _, k, n in r.entries if k == "decode") for r in trace])
-    fig = Figure(figsize=(10, 3.0), dpi=DPI)
+    fig = Figure(figsize=(10, 3.4), dpi=DPI)
     ax = fig.add_subplot()
-    ax.bar(steps, pre, color=PREFILL, label="prefill tokens")
-    ax.bar(steps, dec, bottom=pre, color=DECODE, label="decode tokens")
+    width = 0.8 if len(trace) < 150 else 1.0
+    ax.bar(steps, pre, width=width, color=PREFILL, label="prefill tokens")
+    ax.bar(steps, dec, width=width, bottom=pre, color=DECODE, label="decode tokens")
     if trace:
         ax.axhline(trace[0].budget, color="k", ls="--", lw=1, label=f"budget (max_num_batched_tokens={trace[0].budget})")
-        ax.set_ylim(0, trace[0].budget * 1.3)
+        ax.set_ylim(0, trace[0].budget * 1.15)
     for r in trace:
         if r.preempted:
             ax.annotate("preempt", (r.step, r.tokens), xytext=(0, 4), textcoords="offset points", ha="center",
@@ -85,12 +91,15 @@ def plot_step_trace(trace, max_steps: int = 80) -> Figure:
     ax2.plot(steps, [len(r.entries) for r in trace], "k.", ms=4, label="requests in the step")
     ax2.set_ylabel("requests in the step")
     ax2.set_ylim(bottom=0)
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("engine step")
     ax.set_ylabel("tokens computed")
+    shown = f"all {total} steps of the run" if len(trace) == total else f"the first {len(trace)} of the run's {total} steps"
+    ax.set_title(f"Tokens per engine step: {shown}", fontsize=10, loc="left")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
-    fig.tight_layout()
+    fig.legend(h1 + h2, l1 + l2, fontsize=8, ncol=4, loc="lower center")   # below the axes: it covers no bar
+    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))
     return fig
 
 
@@ -218,9 +227,7 @@ def serve_workload(arrival_rate: float, kv_tokens: int, block_size: int, num_req
     outputs, its ``RunStats`` and the engine."""
     from ..engine import Engine
     from ..engine.baselines import mixed_workload
-    for name, value in (("arrival_rate", arrival_rate), ("kv_tokens", kv_tokens), ("block_size", block_size)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    _check_positive(arrival_rate=arrival_rate, kv_tokens=kv_tokens, block_size=block_size)
     if model is None:
         model, tok = _draft()
     prompts, params = mixed_workload(tok, num_requests, prompt_len=(16, 128), output_len=(8, 48), seed=seed)
@@ -235,30 +242,83 @@ def serve_workload(arrival_rate: float, kv_tokens: int, block_size: int, num_req
     return outputs, engine.last_stats, engine
 
 
-def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 2048, block_size: int = 16, model=None, tok=None) -> Figure:
-    """Widget callback: serve the workload and show each request's timeline and the run's numbers."""
-    outputs, stats, engine = serve_workload(arrival_rate, kv_tokens, block_size, model=model, tok=tok)
-    fig = Figure(figsize=(10, 4.0), dpi=DPI)
-    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+def _check_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+@lru_cache(maxsize=16)
+def _serve_draft(arrival_rate: float, kv_tokens: int, block_size: int):
+    return serve_workload(arrival_rate, kv_tokens, block_size)
+
+
+def request_segments(metrics, request_id, trace) -> list[tuple[float, float, str]]:
+    """One request's life as ``(start, end, phase)`` spans on the engine clock, read from the step trace:
+    ``"prefill"`` in steps that computed several of its tokens (its prompt, or its tokens again after a
+    preemption), ``"decode"`` in steps that computed one new token, and ``"waiting"`` from its arrival to its
+    first step and whenever it sat out a step (queued again after a preemption, or left out of a step whose
+    token budget ran out). Back-to-back steps join without a gap."""
+    spans, last_step = [], None
+    for rec in trace:
+        phase = next((kind for rid, kind, _ in rec.entries if rid == request_id), None)
+        if phase is None:
+            continue
+        start, end = rec.start, rec.start + rec.duration
+        if spans and last_step == rec.step - 1:
+            start = spans[-1][1]            # the bookkeeping between two steps belongs to the request's run
+            if spans[-1][2] == phase:
+                spans[-1] = (spans[-1][0], end, phase)
+                last_step = rec.step
+                continue
+        spans.append((start, end, phase))
+        last_step = rec.step
+    out, t = [], metrics.arrival
+    for start, end, phase in spans:
+        if start > t:
+            out.append((t, start, "waiting"))
+        out.append((start, end, phase))
+        t = end
+    return out
+
+
+PHASE_COLORS = {"waiting": WAIT, "prefill": PREFILL, "decode": DECODE}
+
+
+def draw_requests(ax, outputs, trace) -> None:
+    """One row per request on ``ax``: its waiting, prefill and decode spans (``request_segments``); rejected and
+    preempted requests are labelled."""
     for row, o in enumerate(outputs):
         m = o.metrics
         if m.first_token is None:
             ax.text(m.arrival, row, " rejected", va="center", fontsize=7, color="#c44e52")
             continue
-        for a, b, color in ((m.arrival, m.first_scheduled, WAIT), (m.first_scheduled, m.first_token, PREFILL),
-                            (m.first_token, m.finished, DECODE)):
-            ax.barh(row, max(b - a, 1e-4), left=a, height=0.8, color=color, lw=0)
+        for a, b, phase in request_segments(m, o.request_id, trace):
+            ax.barh(row, max(b - a, 1e-4), left=a, height=0.8, color=PHASE_COLORS[phase], lw=0)
         if m.num_preemptions:
             ax.text(m.finished, row, f" preempted ×{m.num_preemptions}", va="center", fontsize=7, color="#c44e52")
     ax.set_ylim(len(outputs) - 0.4, -0.6)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("time (s)")
     ax.set_ylabel("request")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend([Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE)],
+              ["waiting (queued, or preempted)", "prefill (or recompute)", "decoding"], fontsize=8, loc="upper right")
+
+
+def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 2048, block_size: int = 16, model=None, tok=None) -> Figure:
+    """Widget callback: serve the workload and show each request's timeline (from the engine's step trace, so
+    time spent queued again after a preemption is drawn as waiting) and the run's numbers."""
+    _check_positive(arrival_rate=arrival_rate, kv_tokens=kv_tokens, block_size=block_size)
+    if model is None:   # the bundled draft model: the same setting is served once (the notebook draws it twice)
+        outputs, stats, engine = _serve_draft(float(arrival_rate), kv_tokens, block_size)
+    else:
+        outputs, stats, engine = serve_workload(arrival_rate, kv_tokens, block_size, model=model, tok=tok)
+    fig = Figure(figsize=(10, 4.0), dpi=DPI)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    draw_requests(ax, outputs, engine.trace)
     ax.set_title(f"{engine.num_blocks} blocks x {engine.block_size} tokens; {arrival_rate:g} requests/s",
                  fontsize=10, loc="left")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend([Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE)], ["waiting", "prefill", "decoding"],
-              fontsize=8, loc="upper right")
     lines = [f"throughput\n{stats.throughput:.0f} tokens/s", f"mean TTFT\n{stats.mean_ttft_s * 1e3:.0f} ms",
              f"mean end-to-end\n{stats.mean_e2e_s * 1e3:.0f} ms", f"preemptions\n{stats.num_preemptions}",
              f"rejected\n{stats.num_rejected}", f"KV blocks in use\n{stats.block_utilisation:.0%}"]
@@ -267,4 +327,5 @@ def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 2048, block_size: i
         ax2.text(0.05, 1 - i / len(lines), line, va="top", fontsize=10)
     fig.tight_layout()
     fig.stats = stats   # for tests and curious readers
+    fig.engine = engine
     return fig
