@@ -39,15 +39,25 @@ context (512 tokens = 32 blocks) would hold 3.5 times as much memory as this req
 ''')
 def _verify_blocks(answer):
     value = _int(answer)
-    tokens = EX61["prompt"] + EX61["max_tokens"] - 1
-    expected = -(-tokens // EX61["block_size"])
+    prompt, max_tokens, bs = EX61["prompt"], EX61["max_tokens"], EX61["block_size"]
+    tokens = prompt + max_tokens - 1
+    expected = -(-tokens // bs)
     if value == expected:
-        return True, f"{tokens} tokens need {expected} blocks of {EX61['block_size']}; the last block is part full."
-    if value == tokens // EX61["block_size"]:
-        return False, "That rounds down: the last, partly filled block is still a whole block."
+        return True, f"{tokens} tokens need {expected} blocks of {bs}; the last block is part full."
+    if value == tokens // bs:
+        return False, "That rounds down: a partly filled last block is still a whole block."
     if value in (tokens, tokens + 1):
-        return False, "That counts tokens; divide by the block size and round up."
-    return False, "Hint: ceil((prompt + max_tokens - 1) / block_size)."
+        return False, "That counts tokens; the question asks for blocks."
+    if value in (expected * bs, -(-(tokens + 1) // bs) * bs):
+        return False, "That counts slots (blocks x block_size); the question asks for blocks."
+    if value == -(-prompt // bs):
+        return False, "That holds only the prompt; the generated tokens' keys and values are stored in blocks too."
+    if value == -(-max_tokens // bs):
+        return False, "That holds only the generated tokens; the prompt's keys and values are stored too."
+    if value == 512 // bs:
+        return False, ("That reserves the model's whole context up front; a paged cache takes blocks only as the "
+                       "sequence grows.")
+    return False, "Count the tokens whose keys and values are stored, then the whole blocks of block_size they occupy."
 
 
 @exercise(
@@ -58,9 +68,9 @@ def _verify_blocks(answer):
 Position 37 is in logical block 37 // 16 = 2, at offset 37 % 16 = 5. The block table maps logical block 2
 to physical block 9, so:
 
-    table, bs, pos = [7, 2, 9], 16, 37
-    answer = table[pos // bs] * bs + pos % bs     # 9 * 16 + 5 = 149
-    # the engine's own: from inferlab.engine.paged_cache import slot_of; slot_of(table, pos, bs)
+    sol_table, sol_bs, sol_pos = [7, 2, 9], 16, 37
+    answer = sol_table[sol_pos // sol_bs] * sol_bs + sol_pos % sol_bs     # 9 * 16 + 5 = 149
+    # the engine's own: from inferlab.engine.paged_cache import slot_of; slot_of(sol_table, sol_pos, sol_bs)
 
 This is the slot mapping the engine computes for every new token before writing its keys and values.
 ''')
@@ -69,15 +79,27 @@ def _verify_slot(answer):
     value = _int(answer)
     table, bs, pos = EX62["block_table"], EX62["block_size"], EX62["position"]
     expected = slot_of(table, pos, bs)
+    logical, offset, physical = pos // bs, pos % bs, table[pos // bs]
     if value == expected:
-        return True, f"logical block {pos // bs} -> physical block {table[pos // bs]}, offset {pos % bs}: slot {expected}."
+        return True, f"logical block {logical} -> physical block {physical}, offset {offset}: slot {expected}."
     if value == pos:
-        return False, "That is the position; the slot goes through the block table."
-    if value == (pos // bs) * bs + pos % bs or value == table[pos // bs]:
-        return False, "Look up the physical block in the table, then multiply by block_size and add the offset."
-    if value == table[pos // bs - 1] * bs + pos % bs or value == table[pos % len(table)] * bs + pos % bs:
-        return False, "Logical block = position // block_size (counting from 0)."
-    return False, "Hint: block_table[position // block_size] * block_size + position % block_size."
+        return False, "That is the position itself; the slot is found through the block table."
+    if value == physical:
+        return False, "That is the physical block; the question asks for the slot in the pool."
+    if value == logical:
+        return False, "That is the logical block (the index into the block table), not a slot."
+    if value == offset:
+        return False, "That is the offset within the block only; the block itself starts further into the pool."
+    if value == physical * bs:
+        return False, "That is where the right block starts; add the token's offset within it."
+    if value == physical * bs + pos:
+        return False, "Add the offset within the block (position % block_size), not the whole position."
+    if value in (physical * bs + offset - 1, physical * bs + offset + 1):
+        return False, "Off by one: positions and offsets count from 0."
+    if value in (t * bs + offset for t in table):
+        return False, "That is the right offset in the wrong block: logical block = position // block_size, from 0."
+    return False, ("Find the logical block and the offset of position 37, look the block up in the table, then count "
+                   "slots from the start of the pool.")
 
 
 @exercise(
@@ -102,11 +124,16 @@ def _verify_prefix(answer):
         return True, f"{shared // bs} full blocks = {expected} tokens; the part-full block is not shared."
     if value == shared:
         return False, "Only full blocks are cached: the block that mixes shared and new tokens hashes differently."
-    if value == shared // bs:
-        return False, "That is the number of blocks; the question asks for tokens."
+    if value == shared // bs or value == -(-shared // bs):
+        return False, "That counts blocks; the question asks for tokens."
     if value == -(-shared // bs) * bs:
-        return False, "That rounds up: the 4th block is not identical in both prompts."
-    return False, "Hint: (shared tokens // block_size) * block_size."
+        return False, "That rounds up: the block where the prompts part ways is not the same in both."
+    if value == 0:
+        return False, "Some blocks are shared: a block filled only with the common opening hashes the same in both."
+    if 0 < value < expected and value % bs == 0:
+        return False, "Every block that lies wholly inside the common opening is shared, the last full one too."
+    return False, ("Only whole blocks are shared: count the tokens in the blocks that lie entirely inside the common "
+                   "opening.")
 
 
 @exercise(
@@ -128,8 +155,12 @@ def _verify_params(answer):
         return False, f"temperature={answer.temperature} samples; greedy is temperature=0."
     if answer.max_tokens != 20:
         return False, f"max_tokens={answer.max_tokens}; the answer should have at most 20 tokens."
-    if not answer.stop or "\n\n" not in answer.stop:
-        return False, "Add stop='\\n\\n' so the answer ends at a blank line."
-    if answer.top_k is not None or answer.top_p is not None:
-        return False, "top_k/top_p change nothing when greedy; leave them None."
-    return True, "Greedy, 20 tokens at most, cut at a blank line."
+    stops = set(answer.stop or ())
+    if "\n\n" not in stops:
+        if "\n" in stops:
+            return False, "stop='\\n' ends the answer at any line break, not only at a blank line."
+        return False, "Nothing ends the answer at a blank line yet: that is what stop is for."
+    if stops != {"\n\n"}:
+        others = sorted(stops - {"\n\n"})
+        return False, f"The answer would also end at {others}; only a blank line should end it."
+    return True, "Greedy, 20 tokens at most, cut at a blank line (greedy ignores top_k and top_p)."
