@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-CHECK_CALL = re.compile(r'ex\.check\(\s*"(\d+\.\d+)"\s*,\s*(\w+)\s*\)')
+CHECK_CALL = re.compile(r'ex\.check\(\s*"(\d+\.\d+)"\s*,\s*(\w+)\s*[,)]')
 NBGRADER_CONFIG = '''c = get_config()
 c.CourseDirectory.root = {root!r}
 # the cell keeps its `answer = None` line, so a student copy runs from top to bottom unanswered
@@ -60,8 +60,11 @@ def source_notebook(path):
                                      "grade_id": "answer_" + "_".join(_grade_id(k) for k, _ in checks)}
         cells.append(cell)
         for key, name in checks:
+            from .exercises import _load
+            measured = _load(key).measured
+            extra = f", measured={measured}" if measured else ""
             test = nbformat.v4.new_code_cell(
-                f'# graded by nbgrader (silent while you work): exercise {key}\nex.graded("{key}", {name})')
+                f'# graded by nbgrader (silent while you work): exercise {key}\nex.graded("{key}", {name}{extra})')
             test.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1,
                                          "schema_version": 3, "grade_id": _grade_id(key)}
             cells.append(test)

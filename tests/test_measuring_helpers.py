@@ -95,3 +95,21 @@ def test_setup_check_reports_versions_and_the_bundled_model():
     assert not report.warnings
     with pytest.raises(TypeError, match="calibrate"):
         check.run(calibrate="yes")
+
+
+def test_a_prediction_is_checked_against_the_learners_measurement(capsys):
+    from inferlab import exercises as ex
+
+    @ex.exercise("9.1", question="Will B be faster than A?", solution="    answer = 'B'", measured="sol_measured")
+    def _verify(answer, measured):
+        right = "B" if measured > 1 else "A"
+        return answer == right, f"this machine measured B at {measured:.1f}x A"
+
+    try:
+        assert "measured=sol_measured" in ex.verdict("9.1", "B")[1]     # no measurement: says how to pass it
+        assert ex.verdict("9.1", "B", measured=2.0)[0]
+        assert not ex.verdict("9.1", "B", measured=0.5)[0]
+        assert ex.run_solution("9.1", {"sol_measured": 2.0}) == []
+        assert ex.run_solution("9.1", {}) != []
+    finally:
+        del ex.REGISTRY["9.1"]

@@ -30,8 +30,9 @@ from typing import Any, Callable
 class Exercise:
     key: str                                  # "1.2" = part 1, exercise 2
     question: str
-    verify: Callable[[Any], tuple[bool, str]]  # answer -> (correct?, message shown to the learner)
+    verify: Callable[..., tuple[bool, str]]   # answer [, measured] -> (correct?, message shown to the learner)
     solution: str                             # worked solution (code and a sentence why)
+    measured: str | None = None               # a prediction: the notebook's name for the measurement it is checked against
 
 
 REGISTRY: dict[str, Exercise] = {}
@@ -53,10 +54,14 @@ def is_close(a: float, b: float, rel: float = 0.01) -> bool:
     return abs(a - b) <= rel * abs(b)
 
 
-def exercise(key: str, question: str, solution: str):
-    """Decorator: register ``verify(answer) -> (ok, message)`` as exercise ``key``."""
+def exercise(key: str, question: str, solution: str, measured: str | None = None):
+    """Decorator: register ``verify(answer) -> (ok, message)`` as exercise ``key``.
+
+    A *prediction* names, in ``measured``, the notebook variable holding the learner's own measurement;
+    its ``verify(answer, measured)`` judges the guess against it, and the notebook calls
+    ``ex.check(key, answer, measured=<that variable>)`` after the measuring cell."""
     def register(verify):
-        REGISTRY[key] = Exercise(key, question, verify, solution.strip("\n"))
+        REGISTRY[key] = Exercise(key, question, verify, solution.strip("\n"), measured)
         return verify
     return register
 
@@ -75,13 +80,17 @@ def _load(key: str) -> Exercise:
     return REGISTRY[key]
 
 
-def verdict(key: str, answer) -> tuple[bool, str]:
-    """(correct?, message) without printing; ``None`` means not answered yet."""
+def verdict(key: str, answer, measured=None) -> tuple[bool, str]:
+    """(correct?, message) without printing; ``None`` means not answered yet. A prediction also needs
+    ``measured``, the learner's own measurement."""
     ex = _load(key)
     if answer is None or answer is ...:
         return False, f"Exercise {key}: waiting for your answer."
+    if ex.measured is not None and measured is None:
+        return False, (f"Exercise {key}: this prediction is checked against your measurement: run the measuring "
+                       f"cell, then ex.check({key!r}, answer, measured={ex.measured}).")
     try:
-        ok, message = ex.verify(answer)
+        ok, message = ex.verify(answer) if ex.measured is None else ex.verify(answer, measured)
     except Exception as e:  # a wrong type of answer is a wrong answer, not a crash
         return False, f"Exercise {key}: that answer could not be checked ({type(e).__name__}: {e})."
     return ok, f"Exercise {key}: {'correct' if ok else 'not yet'}. {message}"
@@ -116,10 +125,10 @@ def _record(key: str, ok: bool) -> None:
         pass   # a read-only home must not break a lesson
 
 
-def check(key: str, answer) -> None:
+def check(key: str, answer, measured=None) -> None:
     """Print the verdict (a neutral line while the answer is still ``None``) and remember it for
     ``progress()``. Returns nothing, so a check cell shows no ``Out:``; tests use ``verdict``."""
-    ok, message = verdict(key, answer)
+    ok, message = verdict(key, answer, measured)
     waiting = answer is None or answer is ...
     if not waiting:
         _record(key, ok)
@@ -143,11 +152,11 @@ def progress() -> dict:
     return {k: v for k, v in done.items() if k in REGISTRY}
 
 
-def graded(key: str, answer) -> None:
+def graded(key: str, answer, measured=None) -> None:
     """The graded cell of a class copy (``inferlab.classroom``): silent while a learner runs the lesson,
     an AssertionError with the verdict when nbgrader grades it (it sets ``NBGRADER_EXECUTION``)."""
     if os.environ.get("NBGRADER_EXECUTION"):
-        ok, message = verdict(key, answer)
+        ok, message = verdict(key, answer, measured)
         if not ok:
             raise AssertionError(message)
 
@@ -219,7 +228,11 @@ def run_solution(key: str, namespace: dict) -> list:
     if name is None:
         problems.append(f"{key}: the solution sets no answer variable")
     else:
-        ok, message = verdict(key, scratch[name])
+        ex = _load(key)
+        measured = namespace.get(ex.measured) if ex.measured is not None else None
+        if ex.measured is not None and measured is None:
+            problems.append(f"{key}: the notebook has no measurement named {ex.measured!r}")
+        ok, message = verdict(key, scratch[name], measured)
         if not ok:
             problems.append(f"{key}: the solution's answer fails its own check: {message}")
     return problems
