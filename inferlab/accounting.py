@@ -333,7 +333,7 @@ def seconds_per_small_op(repeats: int = 7, calls: int = 500) -> float:
 
 
 def batching_explanation(batch: int, step_s: float, batch_step_s: float, gain: float, read_s: float,
-                         fixed_s: float, ops: int, batch_ops: int) -> str:
+                         fixed_s: float, ops: int, batch_ops: int, busy: str = "") -> str:
     """The sentences notebook 01 prints after its batch sweep, chosen by what was measured: a decode step
     took ``step_s`` at batch 1 and ``batch_step_s`` at ``batch``, whose whole calls gave ``gain`` times
     the throughput; reading the weights once at the measured bandwidth takes ``read_s``; ``fixed_s`` is
@@ -341,6 +341,7 @@ def batching_explanation(batch: int, step_s: float, batch_step_s: float, gain: f
 
     The two step times split a step into a part that grows with the rows and a part that does not
     (step = shared + rows x per_row); the weights and the operations' fixed costs explain the shared part.
+    ``busy`` is the sweep's ``busy_note``: when it is not empty, no conclusion is drawn from the times.
     """
     for name, value in (("step_s", step_s), ("batch_step_s", batch_step_s), ("gain", gain), ("read_s", read_s),
                         ("fixed_s", fixed_s)):
@@ -351,6 +352,12 @@ def batching_explanation(batch: int, step_s: float, batch_step_s: float, gain: f
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if batch < 2:
         raise ValueError(f"batch must be at least 2 to compare with batch 1, got {batch}")
+    if not isinstance(busy, str):
+        raise TypeError(f"busy must be the sweep's busy note (a str), got {type(busy).__name__}")
+    if busy:
+        return ("The sweep's repeats disagreed (the warning under it), so this machine was too busy to split a "
+                "step into the part that grows with the batch and the part that does not. Close other programs "
+                "and run the sweep and this cell again.")
     per_row = (batch_step_s - step_s) / (batch - 1)
     if per_row <= 0:
         return (f"On this run a step at batch {batch} took no longer than at batch 1, which only noise can do: "

@@ -166,6 +166,8 @@ def test_batching_explanation_names_the_cost_the_batch_shares():
     assert "memory-bound" in memory
     noisy = batching_explanation(32, 2e-3, 1e-3, 60.0, 0.4e-3, 1.2e-3, 300, 300)
     assert "noise" in noisy and "throughput" not in noisy.split("noise")[-1]
+    busy = batching_explanation(32, 2e-3, 5e-3, 12.0, 0.4e-3, 1.2e-3, 300, 300, busy="⚠ This machine looks busy")
+    assert "too busy" in busy and "overhead-bound" not in busy and "%" not in busy
     with pytest.raises(ValueError, match="read_s"):
         batching_explanation(32, 2e-3, 5e-3, 12.0, 0.0, 1e-3, 300, 300)
     with pytest.raises(ValueError, match="batch"):
