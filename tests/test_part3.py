@@ -187,7 +187,10 @@ def test_memory_view_follows_the_controls(name, seq_len, batch, dtype_name, gb):
     budget = phases.memory_budget(il.MODEL_CONFIGS[name], seq_len, batch, gb, viz.DTYPES[dtype_name])
     title = fig.axes[0].get_title()
     assert ("does NOT fit" in title) == (not budget["fits"])
-    assert f"at most {budget['max_sequences']} sequences of {seq_len:,} tokens fit" in title
+    if budget["exceeds_context"]:  # llama-2-13b was built for 4,096 tokens
+        assert f"{seq_len:,} tokens EXCEED the model's context of {budget['context']:,}" in title
+    else:
+        assert f"at most {budget['max_sequences']} sequences of {seq_len:,} tokens fit" in title
     if dtype_name != "4-bit":
         assert budget["max_sequences"] == max_concurrent_sequences(il.MODEL_CONFIGS[name], seq_len, gb,
                                                                    viz.DTYPES[dtype_name])

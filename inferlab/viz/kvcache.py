@@ -226,8 +226,9 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
     verdict = "fits in memory" if b["fits"] else "does NOT fit in memory"
     reach = f"at most {b['max_sequences']} sequences of {int(seq_len):,} tokens fit beside the weights"
     if b["exceeds_context"]:
-        verdict += f"; {int(seq_len):,} tokens EXCEED the model's context of {b['context']:,}"
-        reach = f"it cannot read that far: the bars show what its cache would take if it did ({reach})"
+        verdict += ","
+        reach = (f"but {int(seq_len):,} tokens EXCEED the model's context of {b['context']:,}:\n"
+                 f"it cannot read that far (the bars: what its cache would take)")
     ax1.set_title(f"{cfg.name}, {batch_size} x {int(seq_len):,} tokens, {dtype_name}: {verdict}\n{reach}",
                   fontsize=9, color="#c03d3e" if b["exceeds_context"] else "black")
     ax1.legend(fontsize=8, loc="upper right")
