@@ -318,20 +318,24 @@ def _read_repeated(nbytes: int, min_time_s: float, repeats: int, in_one_call: bo
     return Bandwidth(x.numel() * 4, x.numel() * 4 * reps, t)
 
 
-def cache_bandwidth(threads: int | None = None, repeats: int = 7) -> Bandwidth:
+def cache_bandwidth(threads: int | None = None, repeats: int = 7, min_time_s: float = 0.05) -> Bandwidth:
     """The last-level cache's roof: the fastest read, on all ``threads``, of a working set too large for
     the cores' own L2 caches together but small enough for the L3 (a few sizes are tried, each read
-    repeatedly, and the fastest kept). Points of a roofline that sit above the DRAM roof read their
-    bytes from here (notebook 04's hierarchical roofline). Costs a fraction of a second."""
+    repeatedly for at least ``min_time_s``, and the fastest repeat kept: a call takes a fraction of a
+    millisecond, so among hundreds some run undisturbed even on a busy machine). Points of a roofline that
+    sit above the DRAM roof read their bytes from here (notebook 04's hierarchical roofline). Costs a
+    fraction of a second."""
     threads = torch.get_num_threads() if threads is None else threads
     _check_positive_int("threads", threads)
     _check_positive_int("repeats", repeats)
+    if not isinstance(min_time_s, numbers.Real) or isinstance(min_time_s, bool) or min_time_s < 0:
+        raise ValueError(f"min_time_s must be a number of seconds >= 0, got {min_time_s!r}")
     caches = cache_sizes()
     low = 2 * caches.get("L2", MiB) * threads
     high = caches["L3"] // 2 if "L3" in caches else 16 * MiB
     sizes = [s for s in (low, 2 * low, 4 * low) if s <= high] or [high]
     with num_threads(threads):
-        found = [_read_repeated(s, 0.0, repeats, in_one_call=False) for s in sizes]
+        found = [_read_repeated(s, min_time_s, repeats, in_one_call=False) for s in sizes]
     return max(found, key=lambda b: b.best_bytes_per_s)
 
 

@@ -192,6 +192,7 @@ def test_memory_level_of_an_operation():
     (lambda: profiling.batch_regimes([1, 2, 4], [1.0, 1.0, 1.0], slope=1.5), ValueError, "slope must be in"),
     (lambda: profiling.bandwidth_sweep([4096], threads=0), ValueError, "threads must be >= 1"),
     (lambda: profiling.cache_bandwidth(threads=0), ValueError, "threads must be >= 1"),
+    (lambda: profiling.cache_bandwidth(min_time_s=-1), ValueError, "min_time_s must be a number of seconds"),
     (lambda: profiling.time_decode_batches(profiling.random_model(MAIN), []), ValueError, "non-empty list"),
 ])
 def test_bad_input_is_a_clear_error(call, error, match):
@@ -215,7 +216,7 @@ def test_measured_roofs_are_positive_and_ordered():
     assert best[0] >= 0.5 * best[2] and best[1] >= 0.5 * best[2]
     assert all(b.best_bytes_per_s >= b.bytes_per_s for b in (read, copy, tiny))
     assert peak.best_flops_per_s >= peak.flops_per_s
-    l3 = profiling.cache_bandwidth(repeats=2)
+    l3 = profiling.cache_bandwidth(repeats=2, min_time_s=0.0)
     assert l3.best_bytes_per_s > 0 and l3.moved_bytes >= l3.nbytes
     if "L3" in profiling.cache_sizes():
         assert l3.nbytes <= profiling.cache_sizes()["L3"] // 2 + 4096
