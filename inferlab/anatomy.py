@@ -6,7 +6,8 @@ each stage, so the notebook can show shapes and values flowing through the layer
 equal ``model(idx)``. ``time_step`` measures one generation step (prompt in, next token out)
 broken down by stage: tokenize, embed, each layer, head, sampling, all timed in alternation (one
 round times every stage once) so a machine that slows down half-way slows every stage alike;
-``step_findings`` turns the result into the sentences the notebook prints.
+``step_findings`` turns the result into the sentences the notebook prints; ``ops_by_stage`` counts
+the torch operations each stage runs (the deep dive on where a step's fixed costs come from).
 """
 from __future__ import annotations
 
@@ -189,6 +190,37 @@ class StepTiming:
         return busy_note(*(self.timings[name] for name in [*self.stages, "whole step"]))
 
 
+def _step_jobs(model: GPT, tok, prompt: str, temperature: float, top_k, top_p, seed: int):
+    """The stages of one generation step as callables, each on the real input the stage before it made,
+    plus the whole step in one piece and a greedy pick (shared by ``time_step`` and ``ops_by_stage``)."""
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("prompt must be a non-empty str")
+    device = model.device
+    gen = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
+    idx = as_ids(tok.encode(prompt)).to(device)
+    emb = embed(model, idx)
+    xs = [emb.x]
+    for i in range(len(model.blocks)):
+        xs.append(run_layer(model, i, emb, xs[-1]))
+    last_logits = head(model, xs[-1])[:, -1]
+
+    jobs: dict[str, Callable[[], object]] = {"tokenize": lambda: tok.encode(prompt),
+                                             "embed": lambda: embed(model, idx)}
+    for i in range(len(model.blocks)):
+        jobs[f"layer {i}"] = (lambda i=i: run_layer(model, i, emb, xs[i]))
+    jobs["head"] = lambda: head(model, xs[-1])
+    jobs["sampling"] = lambda: sample_next(last_logits, temperature, top_k, top_p, gen).item()
+    stage_names = list(jobs)
+
+    def whole():
+        ids = torch.tensor([tok.encode(prompt)], device=device)
+        return sample_next(model(ids)[:, -1], temperature, top_k, top_p, gen).item()
+
+    jobs["whole step"] = whole
+    jobs["greedy pick"] = lambda: sample_next(last_logits, 0.0).item()
+    return jobs, stage_names, idx
+
+
 @torch.inference_mode()
 def time_step(model: GPT, tok, prompt: str, temperature: float = 0.0, top_k=None, top_p=None,
               warmup: int = 3, repeats: int = 30, seed: int = 0) -> StepTiming:
@@ -199,40 +231,32 @@ def time_step(model: GPT, tok, prompt: str, temperature: float = 0.0, top_k=None
     timed in alternation, ``repeats`` rounds after ``warmup`` rounds (``timing.compare``); each
     stage's time is the median of its repeats. The head runs on every position, as ``GPT.forward`` does.
     """
-    if not isinstance(prompt, str) or not prompt:
-        raise ValueError("prompt must be a non-empty str")
     was_training = model.training
     model.eval()
-    device = model.device
-    gen = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     try:
-        idx = as_ids(tok.encode(prompt)).to(device)
-        emb = embed(model, idx)
-        xs = [emb.x]
-        for i in range(len(model.blocks)):
-            xs.append(run_layer(model, i, emb, xs[-1]))
-        last_logits = head(model, xs[-1])[:, -1]
-
-        jobs: dict[str, Callable[[], object]] = {"tokenize": lambda: tok.encode(prompt),
-                                                 "embed": lambda: embed(model, idx)}
-        for i in range(len(model.blocks)):
-            jobs[f"layer {i}"] = (lambda i=i: run_layer(model, i, emb, xs[i]))
-        jobs["head"] = lambda: head(model, xs[-1])
-        jobs["sampling"] = lambda: sample_next(last_logits, temperature, top_k, top_p, gen).item()
-        stage_names = list(jobs)
-
-        def whole():
-            ids = torch.tensor([tok.encode(prompt)], device=device)
-            return sample_next(model(ids)[:, -1], temperature, top_k, top_p, gen).item()
-
-        jobs["whole step"] = whole
-        jobs["greedy pick"] = lambda: sample_next(last_logits, 0.0).item()
-        timings = compare(jobs, repeats=repeats, warmup=warmup, device=device)
+        jobs, stage_names, idx = _step_jobs(model, tok, prompt, temperature, top_k, top_p, seed)
+        timings = compare(jobs, repeats=repeats, warmup=warmup, device=model.device)
     finally:
         model.train(was_training)
     stages = {name: timings[name].median_s for name in stage_names}
     samples = {name: t.samples_s for name, t in timings.items()}
     return StepTiming(idx.shape[1], stages, timings["whole step"].median_s, samples, timings)
+
+
+@torch.inference_mode()
+def ops_by_stage(model: GPT, tok, prompt: str, temperature: float = 0.0, top_k=None, top_p=None,
+                 seed: int = 0) -> dict[str, int]:
+    """How many torch operations each stage of one generation step runs (notebook 02's deep dive on a
+    step's time): every operation pays a fixed cost (Python, dispatch, a kernel launch) whatever its size.
+    Keys as in ``time_step``'s stages, plus ``whole step``."""
+    from .accounting import count_torch_ops
+    was_training = model.training
+    model.eval()
+    try:
+        jobs, stage_names, _ = _step_jobs(model, tok, prompt, temperature, top_k, top_p, seed)
+        return {name: count_torch_ops(jobs[name]) for name in [*stage_names, "whole step"]}
+    finally:
+        model.train(was_training)
 
 
 def step_findings(timing: StepTiming) -> list[str]:
@@ -281,4 +305,38 @@ def step_findings(timing: StepTiming) -> list[str]:
     lines.append(f"Spread: the middle half of each stage's {timing.timings[worst].repeats} repeats spanned at most "
                  f"{timing.timings[worst].spread:.0%} of its median (widest: {worst}), so these shares are typical "
                  "of this machine.")
+    return lines
+
+
+def overhead_findings(timing: StepTiming, ops: dict[str, int], per_op_s: float) -> list[str]:
+    """Sentences on where one step's fixed costs come from (notebook 02's deep dive 02c): ``ops`` from
+    ``ops_by_stage``, ``per_op_s`` the measured time of one tiny torch operation
+    (``accounting.seconds_per_small_op``). Each claim is checked against the numbers before it is made."""
+    if not isinstance(per_op_s, (int, float)) or not per_op_s > 0:
+        raise ValueError(f"per_op_s must be a positive number of seconds, got {per_op_s!r}")
+    missing = [k for k in [*timing.stages, "whole step"] if k not in ops]
+    if missing:
+        raise ValueError(f"ops lacks the stages {missing}: pass anatomy.ops_by_stage(...) for the same step")
+    us = lambda s: f"{s * 1e6:,.1f} µs"  # noqa: E731
+    fixed = ops["whole step"] * per_op_s
+    lines = [f"One tiny torch operation (an addition on 64 numbers) took {us(per_op_s)} here: the fixed cost "
+             "every operation pays, whatever its size.",
+             f"One step launched {ops['whole step']} torch operations; at that price their fixed costs alone "
+             f"come to {us(fixed)}, against {us(timing.whole_step_s)} measured for the whole step."]
+    note = timing.busy_note()
+    if note:
+        return lines + [note, "So no conclusion is drawn from this run."]
+    share = fixed / timing.whole_step_s
+    layer = next(k for k in timing.stages if k.startswith("layer"))
+    layer_share = ops[layer] * per_op_s / timing.stages[layer]
+    if share >= 0.5:
+        lines.append(f"That is {min(share, 1):.0%} of the step"
+                     + (" or more" if share >= 1 else "") + ": most of this step is fixed cost, not arithmetic. "
+                     "A model this small is overhead-bound (notebook 04 measures that regime).")
+    else:
+        lines.append(f"That is {share:.0%} of the step: here the arithmetic outweighs the fixed costs.")
+    lines.append(f"One layer runs {ops[layer]} operations, {us(ops[layer] * per_op_s)} of fixed cost against "
+                 f"{us(timing.stages[layer])} measured for {layer}"
+                 + (" (the estimate is rough: some operations are views that launch no kernel and cost less than "
+                    "an addition)." if layer_share > 1 else "."))
     return lines

@@ -88,6 +88,26 @@ class BPETokenizer:
             self._cache[piece] = ids
         return ids
 
+    def merge_steps(self, word: str) -> list[list[int]]:
+        """The ids of one ``word`` after each merge ``encode`` applies (notebook 02a): its UTF-8 bytes first,
+        its tokens last. ``word`` must be one piece of the split (a word with its leading space, a number,
+        a run of punctuation or of spaces), since merges never cross pieces."""
+        if not isinstance(word, str):
+            raise TypeError(f"word must be a str, got {type(word).__name__}")
+        pieces = _pieces(word)
+        if len(pieces) != 1:
+            raise ValueError(f"word must be one piece of the split (e.g. ' function'), got {word!r}, "
+                             f"which splits into {len(pieces)} pieces")
+        ids = list(pieces[0])
+        steps = [ids]
+        while len(ids) > 1:
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, 1 << 30))
+            if pair not in self.ranks:
+                break
+            ids = _merge(ids, pair, self.ranks[pair])
+            steps.append(ids)
+        return steps
+
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -120,6 +140,17 @@ class BPETokenizer:
         if data.get("type") != "byte-bpe":
             raise ValueError(f"{path} is not a byte-level BPE tokenizer file")
         return cls([tuple(m) for m in data["merges"]])
+
+
+def pair_counts(text: str) -> Counter:
+    """How often each adjacent pair of bytes occurs inside the split's pieces of ``text``: BPE training
+    merges the most frequent one first (notebook 02a)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    counts = Counter()
+    for piece in _pieces(text):
+        counts.update(zip(piece, piece[1:]))
+    return counts
 
 
 def show_tokens(tok: BPETokenizer, text: str) -> str:

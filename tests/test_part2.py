@@ -188,7 +188,45 @@ def test_layer_updates_measure_what_each_layer_added(small):
     assert row["tokens_shrunk"] == 3 and row["rms_after"] < row["rms_before"]
 
 
+def test_ops_by_stage_counts_every_stage(small, tok):
+    ops = anatomy.ops_by_stage(small, tok, "The return value", 0.8, 20, 0.9)
+    n = small.config.n_layer
+    assert list(ops) == ["tokenize", "embed"] + [f"layer {i}" for i in range(n)] + ["head", "sampling", "whole step"]
+    assert ops["tokenize"] == 0   # plain Python: no torch operation
+    assert len({ops[f"layer {i}"] for i in range(n)}) == 1 and ops["layer 0"] > 10   # every block runs the same code
+    greedy = anatomy.ops_by_stage(small, tok, "The return value")
+    assert greedy["sampling"] < ops["sampling"]   # an argmax is fewer operations than filter, sort and draw
+    assert ops["whole step"] >= sum(v for k, v in ops.items() if k != "whole step") - ops["sampling"]
+    assert not small.training
+    with pytest.raises(ValueError):
+        anatomy.ops_by_stage(small, tok, "")
+
+
+OPS = {"tokenize": 0, "embed": 12, "layer 0": 64, "layer 1": 64, "layer 2": 64, "layer 3": 64, "head": 7,
+       "sampling": 22, "whole step": 306}
+
+
+def test_overhead_findings_state_what_the_numbers_show():
+    text = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 10e-6))
+    assert "took 10.0 µs here" in text and "306 torch operations" in text and "3,060.0 µs" in text
+    assert "78% of the step" in text and "overhead-bound" in text
+    assert "One layer runs 64 operations, 640.0 µs of fixed cost against 700.0 µs measured for layer 0." in text
+    text = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 1e-6))
+    assert "8% of the step" in text and "arithmetic outweighs" in text and "overhead-bound" not in text
+    text = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 20e-6))
+    assert "100% of the step or more" in text and "estimate is rough" in text
+    busy = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900, jitter=0.6), OPS, 10e-6))
+    assert "looks busy" in busy and "no conclusion" in busy and "overhead-bound" not in busy
+    with pytest.raises(ValueError):
+        anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 0)
+    with pytest.raises(ValueError, match="ops lacks"):
+        anatomy.overhead_findings(_step_timing(QUIET, 3900), {"embed": 1}, 1e-6)
+
+
 # --- plots and widget callbacks ---------------------------------------------------------------------------
+
+def test_figures_are_legible_on_github():
+    assert viz.DPI >= 150
 
 def _no_glyph_warnings(fn, *args, **kwargs):
     """Call a plotting function and render it, failing on any matplotlib warning (e.g. a missing glyph)."""
@@ -282,6 +320,32 @@ def test_trace_plots_and_step_slider_callback(small, tok):
         viz.trace_step_view(il.generate(small, tok, "The", max_new_tokens=2), 0)
 
 
+def _widget_bundle(live_widget, what):
+    bundle = live_widget._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["image/png"]
+    assert bundle["text/plain"].startswith("Live widget: ") and what in bundle["text/plain"]
+    return bundle
+
+
+def test_live_widgets_carry_their_default_picture(small, tok, capsys):
+    import matplotlib.pyplot as plt
+    _widget_bundle(viz.token_widget(tok), "text box")
+    assert tok.encode("🙂") and part2.EX21_TEXT not in viz.TOKEN_DEMO_TEXT   # the box does not show 2.1's answer
+    logits = anatomy.forward_by_stage(small, tok.encode("The")).logits[0, -1]
+    sliders = viz.sampling_widget(logits, tok)
+    _widget_bundle(sliders, "temperature")
+    values = {w.description: w.value for w in sliders.widget.children[:-1]}
+    assert values == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}   # the picture's defaults
+    res = il.generate(small, tok, "The return value", max_new_tokens=4, trace=True)
+    step = viz.step_widget(res, tok)
+    _widget_bundle(step, "slider")
+    assert step.widget.children[0].max == len(res.trace) - 1
+    with pytest.raises(ValueError):
+        viz.step_widget(il.generate(small, tok, "The", max_new_tokens=2), tok)
+    capsys.readouterr()
+    plt.close("all")
+
+
 def test_fit_label_never_cuts_a_label():
     for label in ["␣a", "␣function", "-----------+--------------------------------"]:
         text, size = viz._fit_label(label, width_pt=90)
@@ -365,6 +429,36 @@ def test_exercise_25():
         assert not ok and str(right) not in message.split("not yet.")[1]   # a hint never gives the id away
 
 
+def test_exercise_26_prediction_against_the_learner_measurement():
+    quiet = _step_timing(QUIET, 3900)                    # layers: 84% of the stages
+    share = quiet.layers_s / quiet.sum_of_stages_s
+    assert ex._load("2.6").measured == "breakdown"
+    for guess in (share, 0.75, 0.95, 0.6):               # near it, or most of the step and within 0.25
+        assert ex.verdict("2.6", guess, measured=quiet)[0], guess
+    for guess in (0.3, 0.5, 0.55, 0.0):                  # "less than half", or far off
+        assert not ex.verdict("2.6", guess, measured=quiet)[0], guess
+    assert "the other way" in ex.verdict("2.6", 0.3, measured=quiet)[1]
+    assert "Right side of one half" in ex.verdict("2.6", 0.55, measured=quiet)[1]
+    assert "percentage" in ex.verdict("2.6", 80, measured=quiet)[1]
+    assert "between 0 and 1" in ex.verdict("2.6", -1, measured=quiet)[1]
+    assert "not text" in ex.verdict("2.6", "most", measured=quiet)[1]
+    assert "run the measuring cell" in ex.verdict("2.6", 0.8)[1]   # a prediction needs the measurement
+    # a machine where the layers took less than half: a guess of "less than half" is right there
+    small_layers = _step_timing(dict(QUIET, **{f"layer {i}": 50 for i in range(4)}), 900)
+    assert ex.verdict("2.6", 0.3, measured=small_layers)[0]
+    assert not ex.verdict("2.6", 0.9, measured=small_layers)[0]
+    busy = _step_timing(QUIET, 3900, jitter=0.6)
+    assert "busy machine" in ex.verdict("2.6", 0.1, measured=busy)[1]
+    assert ex.verdict("2.6", 0.8, measured=0.84)[0]   # a plain share works too
+    with pytest.raises(ValueError):
+        part2._layer_share(1.5)
+
+
+def test_compare_guess():
+    assert "no guess written" in part2.compare_guess(None, 21, "tokens")
+    assert part2.compare_guess(12, 21, "tokens") == "tokens: you guessed 12, measured 21."
+
+
 @needs_bundled
 def test_solutions_run_in_the_notebook_namespace_and_leave_it_alone():
     model, tok = il.load_pretrained()
@@ -372,8 +466,9 @@ def test_solutions_run_in_the_notebook_namespace_and_leave_it_alone():
     logits = model(torch.tensor([ids]))[0, -1].detach()
     namespace = {"il": il, "torch": torch, "model": model, "tok": tok, "ids": ids, "logits": logits,
                  "probs": torch.softmax(logits, -1), "idx": torch.tensor([ids]), "answer": None,
-                 "answer_22": None, "answer_23": None, "answer_24": None}
-    for key in ["2.1", "2.2", "2.3", "2.4", "2.5"]:
+                 "answer_22": None, "answer_23": None, "answer_24": None, "answer_26": None,
+                 "breakdown": _step_timing(QUIET, 3900)}
+    for key in ["2.1", "2.2", "2.3", "2.4", "2.5", "2.6"]:
         assert ex.run_solution(key, namespace) == [], key
 
 

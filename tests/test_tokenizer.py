@@ -67,3 +67,29 @@ def test_bad_input(tiny_tok):
         tiny_tok.decode([300])
     with pytest.raises(ValueError, match="vocab_size must be"):
         il.BPETokenizer.train("abc", 100)
+
+
+def test_merge_steps_follow_encode(bundled_tok):
+    tok = bundled_tok
+    for word in [" function", " tokenizer", "🙂", "12", "  "]:
+        steps = tok.merge_steps(word)
+        assert steps[0] == list(word.encode("utf-8"))            # starts from the bytes
+        assert steps[-1] == tok.encode(word)                     # ends at what encode gives
+        assert all(len(b) == len(a) - 1 or len(b) < len(a) for a, b in zip(steps, steps[1:]))
+        assert all(tok.decode(s) == word for s in steps)         # every step spells the same text
+    with pytest.raises(ValueError, match="one piece"):
+        tok.merge_steps("two words")
+    with pytest.raises(TypeError):
+        tok.merge_steps(b"bytes")
+
+
+def test_pair_counts_pick_the_first_merge():
+    from inferlab.tokenizer import BPETokenizer, pair_counts
+    text = "low lower lowest newer wider"
+    counts = pair_counts(text)
+    assert counts[(ord("l"), ord("o"))] == 3 and (ord("w"), ord(" ")) not in counts   # never across pieces
+    trained = BPETokenizer.train(text, 257)
+    best = max(counts.values())
+    assert counts[trained.merges[0]] == best
+    with pytest.raises(TypeError):
+        pair_counts(None)

@@ -1,4 +1,5 @@
-"""Exercises of notebook 02 (how inference works): tokens, sampling controls, the greedy choice.
+"""Exercises of notebook 02 (how inference works): tokens, sampling controls, the greedy choice, and a
+prediction of where one step's time goes (2.6, checked against the learner's own measurement).
 
 Every check recomputes the right answer with the package's own code (the bundled tokenizer and
 model, ``inferlab.sampling``), so it stays right if the bundled checkpoint is retrained.
@@ -242,5 +243,67 @@ def _check_25(answer):
     return False, "Take the logits at the last position ([0, -1]) and their argmax."
 
 
+def _layer_share(measured) -> tuple[float, bool]:
+    """(the layers' share of the stages' time, was the machine busy?) from ``anatomy.time_step``'s result
+    (or a plain share, for tests)."""
+    if hasattr(measured, "layers_s") and hasattr(measured, "sum_of_stages_s"):
+        return measured.layers_s / measured.sum_of_stages_s, bool(measured.busy_note())
+    share = float(measured)
+    if not 0 <= share <= 1:
+        raise ValueError(f"measured must be a share in [0, 1] or a StepTiming, got {measured!r}")
+    return share, False
+
+
+NEAR, SAME_SIDE = 0.15, 0.25   # a guess this close is right; one on the right side of one half may be this far
+
+
+@exercise("2.6", "Predict, before measuring: what share of one generation step's time (the sum of its timed "
+                 "stages: tokenize, embed, the layers, head, sampling) will the model's layers take on your "
+                 "machine? Answer with a number between 0 and 1.",
+          """
+Reason from what each stage does. The layers hold all the matrix multiplications but the head's, and
+the same block of work runs once per layer; each layer also launches a dozen or more torch operations,
+each paying a fixed cost. Tokenizing a short prompt, looking up a few rows, one head multiplication and
+a sort of 2,048 scores are each far less work. So the layers should take most of the step: a guess
+well above one half. A prediction has no single right number; the checker accepts a guess within
+0.15 of your measurement, or on the same side of one half and within 0.25. What you measured:
+
+    answer_26 = breakdown.layers_s / breakdown.sum_of_stages_s   # the share measured in section 7
+
+If yours came out below one half, the fixed costs outside the layers (Python calls, the sampler's sort)
+weighed more on your machine: the notebook's sentences under the table say so.""", measured="breakdown")
+def _check_26(answer, measured):
+    share, busy = _layer_share(measured)
+    if isinstance(answer, str):
+        return False, "Give a number between 0 and 1 (for example 0.4), not text."
+    from . import as_number
+    guess = as_number(answer)
+    if 1 < guess <= 100:
+        return False, "That looks like a percentage: give the share as a number between 0 and 1."
+    if not 0 <= guess <= 1:
+        return False, "A share of the step's time lies between 0 and 1."
+    noisy = (" Your measurement was taken on a busy machine (the sentences under the table say so): close other "
+             "programs and run the measuring cell again before trusting the comparison.") if busy else ""
+    said = f"You predicted {guess:.2f}; the layers took {share:.2f} of the stages' time in your measurement."
+    if abs(guess - share) <= NEAR or ((guess > 0.5) == (share > 0.5) and abs(guess - share) <= SAME_SIDE):
+        why = ("most of the step, as the arithmetic suggests: the same block of work runs once per layer."
+               if share > 0.5 else "less than half: on this machine the fixed costs outside the layers weighed more.")
+        return True, f"{said} The layers took {why}"
+    if (guess > 0.5) != (share > 0.5):
+        return False, (f"{said} You expected {'most' if guess > 0.5 else 'less than half'} of the step and it went "
+                       "the other way: compare the work each stage does (how many matrix multiplications, how "
+                       "many torch operations) with what the sentences under the table report." + noisy)
+    return False, (f"{said} Right side of one half, but further off than {SAME_SIDE}: look at how the other "
+                   "stages compare with one layer in the table." + noisy)
+
+
+def compare_guess(guess, measured, what: str) -> str:
+    """The line a predict-then-measure cell prints (notebook 02): a neutral reminder while ``guess`` is
+    None, else the guess beside the measurement."""
+    if guess is None or guess is ...:
+        return f"… no guess written for {what}: write one in the cell above the measurement, then run both again."
+    return f"{what}: you guessed {guess}, measured {measured}."
+
+
 __all__ = ["EX21_TEXT", "EX22_LOGITS", "EX22_K", "EX23_LOGITS", "EX23_TEMPERATURE", "EX24_LOGITS", "EX24_P",
-           "EX25_PROMPT", "tokens_in", "greedy_picks", "greedy_next_token", "likely_next_tokens"]
+           "EX25_PROMPT", "tokens_in", "greedy_picks", "greedy_next_token", "likely_next_tokens", "compare_guess"]

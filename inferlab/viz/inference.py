@@ -7,6 +7,10 @@ cells) or plain data. The widget callbacks take the widget's values as plain arg
 * ``sampling_view(logits, tok, temperature, top_k, top_p)``: the temperature / top-k / top-p sliders
   (slider values ``top_k=0`` and ``top_p=1.0`` mean "off": they reach ``inferlab.sampling`` as ``None``);
 * ``trace_step_view(result, step)``: the slider that walks through the token-by-token loop.
+
+``token_widget``, ``sampling_widget`` and ``step_widget`` build each live widget with
+``inferlab.viz.live.live``: the widget, a picture of its default state drawn by the same callback with
+the same values, and a sentence saying what it does (so the notebook reads on GitHub too).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import statistics
 from functools import lru_cache
 
 import matplotlib
+import matplotlib.ticker
 import torch
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -22,7 +27,7 @@ from matplotlib.patches import Rectangle
 from ..sampling import next_token_probs
 from ..tokenizer import token_table
 
-DPI = 90
+DPI = 150   # legible at GitHub's width
 KEPT, DROPPED, RAW, ACCENT = "#3b75af", "#d9d9d9", "#bdbdbd", "#d62728"
 
 
@@ -164,9 +169,14 @@ def plot_residual_stream(outputs, tok, ids) -> Figure:
     ax.set_yticks(range(len(outputs.names)), outputs.names)
     ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=8)
     ax.set_title("RMS of each token's vector after each stage", fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.04)
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")   # 0.1, 1, 10 rather than powers of ten
+    bar = fig.colorbar(im, ax=ax, fraction=0.04)
+    bar.ax.yaxis.set_major_formatter(plain)
+    bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax2.plot(rms.mean(1), range(len(outputs.names)), "o-", color=KEPT)
     ax2.set_xscale("log")
+    ax2.xaxis.set_major_formatter(plain)
+    ax2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax2.set_ylim(len(outputs.names) - 0.5, -0.5)
     ax2.set_yticks(range(len(outputs.names)), [])
     ax2.set_xlabel("mean RMS (log)")
@@ -398,6 +408,49 @@ def plot_stage_times(timing) -> Figure:
     return fig
 
 
+# --- the live widgets (each: widget + picture of its default state + a sentence) -----------------------
+
+TOKEN_DEMO_TEXT = "Köln — the return value is None 🐍"   # the text box's default (notebook 02)
+
+
+def token_widget(tok, text: str = TOKEN_DEMO_TEXT):
+    """Notebook 02's text box: type any text, see its tokens (``token_view``)."""
+    import ipywidgets as widgets
+    from .live import live
+    box = widgets.Text(value=text, description="text", continuous_update=False, layout=widgets.Layout(width="90%"))
+    widget = widgets.interactive(lambda text: token_view(tok, text), text=box)
+    return live(widget, token_view(tok, text),
+                "a text box; type any text and press Enter to see its tokens, their ids and which are single bytes")
+
+
+def sampling_widget(logits: torch.Tensor, tok, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    """Notebook 02's sampling sliders: temperature, top-k (0 = off) and top-p (1.0 = off) on ``logits``
+    (``sampling_view``)."""
+    import ipywidgets as widgets
+    from .live import live
+    sliders = {"temperature": widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
+                                                  continuous_update=False),
+               "top_k": widgets.IntSlider(value=top_k, min=0, max=50, continuous_update=False),
+               "top_p": widgets.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, continuous_update=False)}
+    widget = widgets.interactive(lambda temperature, top_k, top_p: sampling_view(logits, tok, temperature, top_k, top_p),
+                                 **sliders)
+    return live(widget, sampling_view(logits, tok, temperature, top_k, top_p),
+                "sliders for temperature, top-k and top-p; the bars show which next tokens can be drawn and how likely")
+
+
+def step_widget(result, tok=None, step: int = 0):
+    """Notebook 02's step slider: walk through a traced generation one forward pass at a time
+    (``trace_step_view``); ``result``: ``il.generate(..., trace=True)``."""
+    import ipywidgets as widgets
+    from .live import live
+    if not result.trace:
+        raise ValueError("result has no trace: call il.generate(..., trace=True)")
+    slider = widgets.IntSlider(value=step, min=0, max=len(result.trace) - 1, continuous_update=False)
+    widget = widgets.interactive(lambda step: trace_step_view(result, step, tok), step=slider)
+    return live(widget, trace_step_view(result, step, tok),
+                "a slider over the steps of the loop; each step shows the text so far and the candidates for the next token")
+
+
 def entropy_bits(probs: torch.Tensor) -> float:
     """Entropy of a distribution in bits (how spread out the next-token choice is)."""
     p = probs.float()
@@ -407,4 +460,5 @@ def entropy_bits(probs: torch.Tensor) -> float:
 
 __all__ = ["token_label", "is_partial", "format_tokens", "token_view", "plot_embedding_row", "plot_residual_stream",
            "slider_top_k", "slider_top_p", "candidate_rows", "plot_logits_to_probs", "sampling_view", "plot_trace",
-           "words_over_steps", "is_byte_token", "trace_step_view", "plot_stage_times", "entropy_bits"]
+           "words_over_steps", "is_byte_token", "trace_step_view", "plot_stage_times", "entropy_bits",
+           "TOKEN_DEMO_TEXT", "token_widget", "sampling_widget", "step_widget"]
