@@ -3,6 +3,7 @@
     python benchmarks/optimize.py             # a few minutes on a laptop CPU
     python benchmarks/optimize.py --quick     # fewer repeats and tokens
     python benchmarks/optimize.py --compile   # also torch.compile (adds a minute or more of compilation)
+    python benchmarks/optimize.py --quick --skip-speculative   # the weight formats only
 
 Baseline: the bundled model in float32, one request at a time, ``eval()`` + ``torch.inference_mode()``.
 Speed ratios are baseline time / technique time (higher is faster), measured side by side in this run;
@@ -10,13 +11,20 @@ memory ratios are technique bytes / baseline bytes (lower is smaller); quality i
 loss (all held-out windows) and the share of greedy tokens equal to the float32 model's.
 Speculative decoding runs at fixed draft lengths gamma and with an adaptive one (``min_confidence``); the
 fastest setting is then timed once more on its own, since the best of several noisy timings flatters it.
-Aims (the issue): speculative decoding >= 1.3x at greedy with the bundled pair; int8 weights >= 3.9x
-smaller than float32 with held-out loss < 1% worse. The final ``name: value`` lines are the results.
+Quantized and 16-bit weights are timed twice: on the bundled model (overhead-bound: fewer bytes barely help)
+and on a memory-bound model (``--big-shape`` layers with random weights, too big for the CPU caches), where
+each format's decode step is compared with float32's in ``--trials`` alternating runs (paired ratios; the
+median and the range across trials are printed). Quality is the KL divergence to the float32 model per token.
+Aims (issue 13): on the memory-bound model int8 weight-only decoding >= 1.4x float32, bfloat16 >= 1.2x;
+speculative decoding >= 1.3x at greedy with the bundled pair; int8 weights >= 3.9x smaller than float32.
+The final ``name: value`` lines are the results.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
-from inferlab.timing import cpu_model  # noqa: E402
+from inferlab.timing import busy_note, cpu_model  # noqa: E402
 from inferlab.corpus import load_corpus, split_corpus  # noqa: E402
 from inferlab.optimize import compile as opt_compile  # noqa: E402
 from inferlab.optimize import measure, precision, quantize, speculative  # noqa: E402
@@ -41,6 +49,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile with a static cache")
+    ap.add_argument("--big-shape", default="gpt2-large", help="layer shape of the memory-bound model (a MODEL_CONFIGS name)")
+    ap.add_argument("--big-layers", type=int, default=4, help="layers of the memory-bound model")
+    ap.add_argument("--trials", type=int, default=5, help="alternating comparisons on the memory-bound model")
+    ap.add_argument("--skip-speculative", action="store_true", help="leave out speculative decoding (the longest part)")
     args = ap.parse_args()
     repeats = 5 if args.quick else 20
     n_new = 48 if args.quick else 96
@@ -52,10 +64,10 @@ def main():
     windows = 16 if args.quick else None
     results = {}
 
-    def quality(m, ref):
-        loss = measure.heldout_loss(m, heldout, max_windows=windows)
+    def agreement(m, ref):
+        """The share of greedy tokens equal to float32's, over the prompts."""
         agree = [measure.greedy_agreement(ref[p], il.generate(m, tok, p, max_new_tokens=32).tokens)[0] for p in PROMPTS]
-        return loss, sum(agree) / len(agree)
+        return sum(agree) / len(agree)
 
     reference = {p: il.generate(model, tok, p, max_new_tokens=32).tokens for p in PROMPTS}
     base_loss = measure.heldout_loss(model, heldout, max_windows=windows)
@@ -78,23 +90,61 @@ def main():
         results[f"batch{p.batch_size}_throughput"] = p.tokens_per_s / points[0].tokens_per_s
         results[f"batch{p.batch_size}_latency"] = p.latency_s / points[0].latency_s
 
-    # 3 + 4. quantization and precision
-    print(f"\n{'precision':<9} {'scheme':<18} {'step ms':>8} {'speed':>6} {'memory':>7} {'loss change':>11} {'greedy equal':>12}")
-    variants = [("float32", s) for s in quantize.SCHEMES] + [("float32", "int8-dequantize")] + \
-               [(p, s) for p in ("bfloat16", "float16") for s in ("none",) + quantize.SCHEMES]
-    for prec, scheme in variants:
-        m = precision.to_precision(model, prec)
-        if scheme != "none":
-            m = quantize.quantize_model(m, scheme.split("-")[0], fused="dequantize" not in scheme)
-        step = measure.decode_step_time(m, 64, warmup=3, repeats=repeats).median_s
-        loss, agree = quality(m, reference)
-        ratio = quantize.weight_bytes(m) / base_bytes
-        print(f"{prec:<9} {scheme:<18} {step * 1e3:>8.2f} {base_step / step:>5.2f}x {ratio:>6.3f}x "
-              f"{100 * (loss - base_loss) / base_loss:>+10.3f}% {agree:>12.0%}")
-        key = scheme.replace("-", "_") if prec == "float32" else f"{prec}_{scheme}"
-        results[f"{key}_speed"] = base_step / step
+    # 3 + 4. quantization and precision on the bundled model: every format's decode step timed in alternation
+    # with float32's (paired ratios), its quality as KL divergence to float32 (cannot be negative) and loss change
+    int8_path = quantize.fastest_int8_path(model.device, model.dtype)
+    print(f"\nint8 layers use the {int8_path!r} path here: "
+          + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in quantize.int8_path_report(model.device, model.dtype).items())
+          + " per call on a 4096 x 4096 matrix and one row")
+    made = {name: measure.in_format(model, name) for name in measure.FORMATS}
+    made["int8-dequantize"] = quantize.quantize_model(model, "int8", path="dequantize")
+    speeds = measure.format_speeds(model, tuple(made), repeats=repeats, models=made)
+    qual = measure.quality_vs_reference(model, {k: m for k, m in made.items() if k != "float32"}, heldout,
+                                        max_windows=windows, show_progress=False)
+    print(f"{'format':<16} {'step ms':>8} {'speed (middle half)':>22} {'memory':>7} {'KL/token':>9} "
+          f"{'loss change':>11} {'2 se':>7} {'greedy equal':>12}")
+    for name, r in speeds.items():
+        m = made[name]
+        ratio = r.weight_bytes / base_bytes
+        q = qual.get(name)
+        kl, change, se = (q.kl_per_token, 100 * q.loss_change / base_loss, 200 * q.loss_change_se / base_loss) if q \
+            else (0.0, 0.0, 0.0)
+        agree = agreement(m, reference) if name != "float32" else 1.0
+        print(f"{name:<16} {r.timing.median_s * 1e3:>8.2f} {r.speedup.median:>5.2f}x ({r.speedup.low:.2f}-"
+              f"{r.speedup.high:.2f}x) {ratio:>6.3f}x {kl:>9.2e} {change:>+10.3f}% {se:>6.3f}% {agree:>12.0%}")
+        if name == "float32":
+            continue
+        key = name.replace("-", "_")
+        results[f"{key}_speed"] = r.speedup.median
         results[f"{key}_memory"] = ratio
-        results[f"{key}_loss_change_pct"] = 100 * (loss - base_loss) / base_loss
+        results[f"{key}_kl_per_token"] = kl
+        results[f"{key}_loss_change_pct"] = change
+    print(busy_note(*(r.timing for r in speeds.values())))
+
+    # 3b. the same formats on a memory-bound model: layers of a real shape with random weights, far bigger than
+    # the CPU caches. Several alternating comparisons, so the spread across them shows how sure the ratios are.
+    big = measure.memory_bound_model(args.big_shape, n_layer=args.big_layers)
+    big_made = {name: measure.in_format(big, name) for name in ("float32", "bfloat16", "float16", "int8")}
+    trials = [measure.format_speeds(big, tuple(big_made), repeats=repeats, models=big_made) for _ in range(args.trials)]
+    big_bytes = trials[0]["float32"].weight_bytes
+    print(f"\nmemory-bound model: {big.config.name}, {big.num_params():,} weights, {big_bytes / 1e6:.0f} MB in float32; "
+          f"decode step at context 64, {args.trials} alternating comparisons of {repeats} rounds each")
+    print(f"{'format':<9} {'MB/step':>8} {'step ms':>8} {'GB/s':>6} {'speedup: median of trials':>26} {'trials min-max':>15} "
+          f"{'logits moved':>13}")
+    for name in big_made:
+        meds = sorted(t[name].speedup.median for t in trials)
+        step = statistics.median(t[name].timing.median_s for t in trials)
+        wb = trials[0][name].weight_bytes
+        print(f"{name:<9} {wb / 1e6:>8.0f} {step * 1e3:>8.2f} {wb / step / 1e9:>6.1f} {statistics.median(meds):>25.2f}x "
+              f"{meds[0]:>7.2f}-{meds[-1]:.2f}x {trials[0][name].logits_error:>12.2%}")
+        if name != "float32":
+            results[f"memory_bound_{name}_speed"] = statistics.median(meds)
+            results[f"memory_bound_{name}_speed_min"] = meds[0]
+            results[f"memory_bound_{name}_speed_max"] = meds[-1]
+            results[f"memory_bound_{name}_memory"] = wb / big_bytes
+    print(busy_note(*(t[name].timing for t in trials for name in big_made)))
+    del big, big_made, trials
+    gc.collect()
 
     # 5. grouped-query attention (one Llama-2-7B-shaped layer, random weights)
     gqa = measure.gqa_sweep(il.MODEL_CONFIGS["llama-2-7b"], (None, 8, 1), n_layer=1,
@@ -122,82 +172,82 @@ def main():
     results["sdpa_speed"] = t_std / t_sdpa
 
     # 7. speculative decoding, greedy
-    t_target = measure.decode_step_time(model, 32, warmup=3, repeats=repeats).median_s
-    t_draft = measure.decode_step_time(draft, 32, warmup=3, repeats=repeats).median_s
-    c = t_draft / t_target
-    reps = 3 if args.quick else 5
+    if not args.skip_speculative:
+        cost = measure.step_cost(model, draft, context=32, repeats=max(repeats, 10))
+        t_target, t_draft, c = cost.target.median_s, cost.draft.median_s, cost.c.median
+        reps = 3 if args.quick else 5
 
-    def speedup_of(fn):
-        """Plain / speculative time over the prompts. The two run alternately, prompt by prompt, and each keeps
-        its fastest run: on a shared machine a burst of other work then slows neither one alone."""
-        best_plain, best_spec = {}, {}
-        for _ in range(reps):
-            for p in PROMPTS:
-                for best, run in ((best_plain, lambda: il.generate(model, tok, p, max_new_tokens=n_new)),
-                                  (best_spec, lambda: fn(p))):
-                    t0 = time.perf_counter()
-                    run()
-                    best[p] = min(best.get(p, float("inf")), time.perf_counter() - t0)
-        return sum(best_plain.values()) / sum(best_spec.values())
+        def speedup_of(fn):
+            """Plain / speculative time over the prompts. The two run alternately, prompt by prompt, and each keeps
+            its fastest run: on a shared machine a burst of other work then slows neither one alone."""
+            best_plain, best_spec = {}, {}
+            for _ in range(reps):
+                for p in PROMPTS:
+                    for best, run in ((best_plain, lambda: il.generate(model, tok, p, max_new_tokens=n_new)),
+                                      (best_spec, lambda: fn(p))):
+                        t0 = time.perf_counter()
+                        run()
+                        best[p] = min(best.get(p, float("inf")), time.perf_counter() - t0)
+            return sum(best_plain.values()) / sum(best_spec.values())
 
-    print(f"\nspeculative decoding, greedy, {n_new} tokens x {len(PROMPTS)} prompts: c = {c:.3f} "
-          f"(draft {t_draft * 1e3:.2f} ms / target {t_target * 1e3:.2f} ms per step)")
-    print(f"{'gamma':>5} {'alpha':>6} {'tokens/pass':>11} {'identical':>9} {'speedup':>8} {'expected':>9} "
-          f"{'c loop':>7} {'expected':>9} {'other':>6}")
-    print("(expected: with c alone, then with c measured inside the loop; other: the share of the speculative "
-          "run's time spent outside both models' forward passes)")
-    greedy = {p: il.generate(model, tok, p, max_new_tokens=n_new).tokens for p in PROMPTS}
+        print(f"\nspeculative decoding, greedy, {n_new} tokens x {len(PROMPTS)} prompts: c = {c:.3f} "
+              f"(draft {t_draft * 1e3:.2f} ms / target {t_target * 1e3:.2f} ms per step)")
+        print(f"{'gamma':>5} {'alpha':>6} {'tokens/pass':>11} {'identical':>9} {'speedup':>8} {'expected':>9} "
+              f"{'c loop':>7} {'expected':>9} {'other':>6}")
+        print("(expected: with c alone, then with c measured inside the loop; other: the share of the speculative "
+              "run's time spent outside both models' forward passes)")
+        greedy = {p: il.generate(model, tok, p, max_new_tokens=n_new).tokens for p in PROMPTS}
 
-    def counted(**options):
-        """One speculative run per prompt: (runs, identical to greedy?, alpha, target passes, draft steps, tokens,
-        c measured inside the loop)."""
-        runs = [speculative.speculative_generate(model, draft, tok, p, n_new, **options) for p in PROMPTS]
-        rounds, steps = sum(r.rounds for r in runs), sum(r.draft_steps for r in runs)
-        c_loop = sum(r.draft_s for r in runs) / steps / (sum(r.target_s for r in runs) / rounds)
-        return (runs, all(r.tokens == greedy[p] for r, p in zip(runs, PROMPTS)),
-                sum(r.accepted for r in runs) / sum(r.judged for r in runs), rounds, steps,
-                sum(len(r.tokens) for r in runs), c_loop)
+        def counted(**options):
+            """One speculative run per prompt: (runs, identical to greedy?, alpha, target passes, draft steps, tokens,
+            c measured inside the loop)."""
+            runs = [speculative.speculative_generate(model, draft, tok, p, n_new, **options) for p in PROMPTS]
+            rounds, steps = sum(r.rounds for r in runs), sum(r.draft_steps for r in runs)
+            c_loop = sum(r.draft_s for r in runs) / steps / (sum(r.target_s for r in runs) / rounds)
+            return (runs, all(r.tokens == greedy[p] for r, p in zip(runs, PROMPTS)),
+                    sum(r.accepted for r in runs) / sum(r.judged for r in runs), rounds, steps,
+                    sum(len(r.tokens) for r in runs), c_loop)
 
-    best, best_options = 0.0, None
-    for g in (1, 2, 3, 4, 6):
-        runs, identical, alpha, rounds, _, tokens, c_loop = counted(gamma=g)
-        per_pass = tokens / rounds
-        speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, gamma=g))
-        expected = speculative.expected_speedup(alpha, g, c)
-        expected_loop = speculative.expected_speedup(alpha, g, c_loop)
-        other = 1 - sum(r.draft_s + r.target_s for r in runs) / sum(r.total_s for r in runs)
-        print(f"{g:>5} {alpha:>6.2f} {per_pass:>11.2f} {str(identical):>9} {speedup:>7.2f}x {expected:>8.2f}x "
-              f"{c_loop:>7.3f} {expected_loop:>8.2f}x {other:>6.1%}")
-        results[f"speculative_gamma{g}_alpha"] = alpha
-        results[f"speculative_gamma{g}_speedup"] = speedup
-        results[f"speculative_gamma{g}_expected"] = expected
-        results[f"speculative_gamma{g}_expected_c_in_loop"] = expected_loop
-        results[f"speculative_gamma{g}_time_outside_passes"] = other
-        if speedup > best:
-            best, best_options = speedup, dict(gamma=g)
-    # adaptive draft length: up to gamma drafts, ending a round's drafts after one the draft is unsure of.
-    # The formula needs one gamma; its count-based form is tokens / (draft steps x c + target passes).
-    print("\nadaptive draft length (min_confidence: end the drafts after a token the draft gave less than that)")
-    print(f"{'gamma<=':>7} {'min_conf':>8} {'alpha':>6} {'drafts/pass':>11} {'tokens/pass':>11} {'identical':>9} "
-          f"{'speedup':>8} {'expected':>9}  (expected: from the counts, with c measured inside the loop)")
-    for g, conf in ((4, 0.15), (6, 0.2), (8, 0.2)):
-        kw = dict(gamma=g, min_confidence=conf)
-        _, identical, alpha, rounds, steps, tokens, c_loop = counted(**kw)
-        expected = tokens / (steps * c_loop + rounds)
-        speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, **kw))
-        print(f"{g:>7} {conf:>8.2f} {alpha:>6.2f} {steps / rounds:>11.2f} {tokens / rounds:>11.2f} {str(identical):>9} "
-              f"{speedup:>7.2f}x {expected:>8.2f}x")
-        key = f"speculative_adaptive_gamma{g}_conf{round(conf * 100)}"
-        results[f"{key}_speedup"] = speedup
-        results[f"{key}_expected"] = expected
-        if speedup > best:
-            best, best_options = speedup, kw
-    # the best of eight noisy measurements is biased upwards: time the chosen setting again, afresh
-    confirmed = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, **best_options))
-    print(f"best setting {best_options}: {best:.2f}x; timed again on its own: {confirmed:.2f}x")
-    results["speculative_best_speedup"] = best
-    results["speculative_best_confirmed_speedup"] = confirmed
-    results["speculative_memory"] = (base_bytes + quantize.weight_bytes(draft)) / base_bytes
+        best, best_options = 0.0, None
+        for g in (1, 2, 3, 4, 6):
+            runs, identical, alpha, rounds, _, tokens, c_loop = counted(gamma=g)
+            per_pass = tokens / rounds
+            speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, gamma=g))
+            expected = speculative.expected_speedup(alpha, g, c)
+            expected_loop = speculative.expected_speedup(alpha, g, c_loop)
+            other = 1 - sum(r.draft_s + r.target_s for r in runs) / sum(r.total_s for r in runs)
+            print(f"{g:>5} {alpha:>6.2f} {per_pass:>11.2f} {str(identical):>9} {speedup:>7.2f}x {expected:>8.2f}x "
+                  f"{c_loop:>7.3f} {expected_loop:>8.2f}x {other:>6.1%}")
+            results[f"speculative_gamma{g}_alpha"] = alpha
+            results[f"speculative_gamma{g}_speedup"] = speedup
+            results[f"speculative_gamma{g}_expected"] = expected
+            results[f"speculative_gamma{g}_expected_c_in_loop"] = expected_loop
+            results[f"speculative_gamma{g}_time_outside_passes"] = other
+            if speedup > best:
+                best, best_options = speedup, dict(gamma=g)
+        # adaptive draft length: up to gamma drafts, ending a round's drafts after one the draft is unsure of.
+        # The formula needs one gamma; its count-based form is tokens / (draft steps x c + target passes).
+        print("\nadaptive draft length (min_confidence: end the drafts after a token the draft gave less than that)")
+        print(f"{'gamma<=':>7} {'min_conf':>8} {'alpha':>6} {'drafts/pass':>11} {'tokens/pass':>11} {'identical':>9} "
+              f"{'speedup':>8} {'expected':>9}  (expected: from the counts, with c measured inside the loop)")
+        for g, conf in ((4, 0.15), (6, 0.2), (8, 0.2)):
+            kw = dict(gamma=g, min_confidence=conf)
+            _, identical, alpha, rounds, steps, tokens, c_loop = counted(**kw)
+            expected = tokens / (steps * c_loop + rounds)
+            speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, **kw))
+            print(f"{g:>7} {conf:>8.2f} {alpha:>6.2f} {steps / rounds:>11.2f} {tokens / rounds:>11.2f} {str(identical):>9} "
+                  f"{speedup:>7.2f}x {expected:>8.2f}x")
+            key = f"speculative_adaptive_gamma{g}_conf{round(conf * 100)}"
+            results[f"{key}_speedup"] = speedup
+            results[f"{key}_expected"] = expected
+            if speedup > best:
+                best, best_options = speedup, kw
+        # the best of eight noisy measurements is biased upwards: time the chosen setting again, afresh
+        confirmed = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, **best_options))
+        print(f"best setting {best_options}: {best:.2f}x; timed again on its own: {confirmed:.2f}x")
+        results["speculative_best_speedup"] = best
+        results["speculative_best_confirmed_speedup"] = confirmed
+        results["speculative_memory"] = (base_bytes + quantize.weight_bytes(draft)) / base_bytes
 
     # 8. static cache + torch.compile (opt-in)
     if args.compile:
@@ -207,9 +257,12 @@ def main():
         results["compile_seconds"] = compile_s
         results["compile_speed"] = eager_s / compiled_s
 
-    print(f"\naims: int8 {1 / results['int8_memory']:.2f}x smaller (aim >= 3.9), loss "
-          f"{results['int8_loss_change_pct']:+.3f}% (aim < 1%); speculative best {best:.2f}x, timed again "
-          f"{confirmed:.2f}x (aim >= 1.3)")
+    aims = (f"\naims: int8 {1 / results['int8_memory']:.2f}x smaller (aim >= 3.9), KL {results['int8_kl_per_token']:.1e} "
+            f"nats/token; memory-bound decode: int8 {results['memory_bound_int8_speed']:.2f}x (aim >= 1.4), bfloat16 "
+            f"{results['memory_bound_bfloat16_speed']:.2f}x (aim >= 1.2)")
+    if not args.skip_speculative:
+        aims += f"; speculative best {best:.2f}x, timed again {confirmed:.2f}x (aim >= 1.3)"
+    print(aims)
     for key, value in results.items():
         print(f"{key}: {value:.3f}")
 

@@ -65,27 +65,60 @@ def test_block_formats_store_their_promised_bits(scheme, bits):
 def test_quantized_linear_matches_its_dequantized_weight(scheme):
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 48)
-    ql = quantize.QuantizedLinear(layer, scheme, 16)
+    ql = quantize.QuantizedLinear(layer, scheme, 16, path="dequantize")
     x = torch.randn(3, 5, 64)
     want = F.linear(x, ql.dequantized_weight(), layer.bias)
     assert torch.allclose(ql(x), want, atol=1e-5)
     assert torch.allclose(ql(x), layer(x), atol=0.2)
 
 
+@pytest.mark.parametrize("path", quantize.INT8_PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_int8_layer_uses_the_fused_kernel_only_where_it_pays(dtype, monkeypatch):
-    """float32/bfloat16 go through torch's fused int8 kernel; float16 dequantizes (its CPU kernel is slow)."""
+def test_every_int8_path_computes_the_same_product(path, dtype):
+    """The kernel in the input's dtype, the kernel in bfloat16, and dequantize-then-multiply: one product,
+    returned in the input's dtype and shape (batch and time dimensions kept)."""
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 48).to(dtype)
-    ql = quantize.QuantizedLinear(layer, "int8")
-    calls = []
-    real = torch._weight_int8pack_mm
-    monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda *a: calls.append(1) or real(*a))
-    x = torch.randn(7, 64).to(dtype)
+    ql = quantize.QuantizedLinear(layer, "int8", path=path)
+    x = torch.randn(2, 7, 64).to(dtype)
+    want = F.linear(x.float(), ql.dequantized_weight(torch.float32), layer.bias.float())
     out = ql(x)
-    assert bool(calls) == (dtype != torch.float16)
-    want = F.linear(x, ql.dequantized_weight(dtype), layer.bias)
-    assert out.dtype == dtype and torch.allclose(out.float(), want.float(), atol=0.05 if dtype != torch.float32 else 1e-5)
+    assert out.dtype == dtype and out.shape == (2, 7, 48)
+    exact = path == "dequantize" and dtype == torch.float32
+    assert torch.allclose(out.float(), want, atol=1e-5 if exact else 0.05)
+
+
+def test_auto_picks_the_fastest_correct_int8_path(monkeypatch):
+    """``auto`` measures the paths once per device and dtype, leaves out a path whose kernel is missing or wrong,
+    and the layers then use the fastest."""
+    monkeypatch.setattr(quantize, "_FASTEST", {})
+    times = quantize.int8_path_times("cpu", torch.float32, 256, 256, repeats=2)
+    assert set(times) <= set(quantize.INT8_PATHS) and "dequantize" in times and all(t > 0 for t in times.values())
+    path = quantize.fastest_int8_path("cpu", torch.float32)
+    assert path in quantize.INT8_PATHS and quantize.int8_path_report("cpu", torch.float32)[path] == min(
+        quantize.int8_path_report("cpu", torch.float32).values())
+    real = torch._weight_int8pack_mm
+
+    def missing(*args):
+        raise RuntimeError("no kernel for this device")
+
+    monkeypatch.setattr(quantize, "_FASTEST", {})
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", missing)
+    assert quantize.int8_path_times("cpu", torch.float32, 64, 64, repeats=1).keys() == {"dequantize"}
+    assert quantize.fastest_int8_path("cpu", torch.float32) == "dequantize"
+    layer = quantize.QuantizedLinear(torch.nn.Linear(64, 32), "int8")     # auto: falls back, still right
+    x = torch.randn(3, 64)
+    assert torch.allclose(layer(x), F.linear(x, layer.dequantized_weight(), layer.bias), atol=1e-5)
+    monkeypatch.setattr(quantize, "_FASTEST", {})
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda a, q, s: real(a, q, s) * 2)   # a wrong kernel
+    assert set(quantize.int8_path_times("cpu", torch.float32, 64, 64, repeats=1)) == {"dequantize"}
+
+
+def test_bad_int8_path_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown int8 path"):
+        quantize.QuantizedLinear(torch.nn.Linear(8, 8), "int8", path="fast")
+    with pytest.raises(ValueError, match="unknown int8 path"):
+        quantize.int8_linear(torch.randn(1, 8), torch.zeros(8, 8, dtype=torch.int8), torch.ones(8), "auto")
 
 
 def test_quantize_model_keeps_the_original_and_works_on_every_path(pretrained):
@@ -412,3 +445,92 @@ def test_greedy_continuations_bad_input(kwargs, match):
     args = {"num": 2, "new_tokens": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         greedy_continuations(model, torch.arange(100), **args)
+
+
+# --- weight formats: quality against float32, decode speed, the memory-bound model ----------------------
+
+def test_quality_vs_reference_kl_is_zero_for_the_same_model_and_positive_otherwise():
+    cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=1, n_head=4, arch="llama", max_seq_len=32)
+    model = random_model(cfg)
+    data = torch.randint(0, 64, (16 * 5 + 1,), generator=torch.Generator().manual_seed(0))
+    q = measure.quality_vs_reference(model, {"same": model, "q4_0": quantize.quantize_model(model, "q4_0")}, data,
+                                     seq_len=16, batch_size=2, show_progress=False)
+    assert q["same"].kl_per_token == pytest.approx(0.0, abs=1e-6) and q["same"].loss_change == 0.0
+    assert q["q4_0"].kl_per_token > 0 and q["q4_0"].windows == 5 and q["q4_0"].loss_change_se >= 0
+    assert q["q4_0"].loss == pytest.approx(measure.heldout_loss(quantize.quantize_model(model, "q4_0"), data, 16),
+                                           rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 windows"):
+        measure.quality_vs_reference(model, {"m": model}, data[:20], seq_len=16)
+    with pytest.raises(TypeError, match="models"):
+        measure.quality_vs_reference(model, [model], data, seq_len=16)
+
+
+def test_in_format_and_format_speeds():
+    cfg = il.ModelConfig(vocab_size=64, d_model=64, n_layer=1, n_head=4, arch="llama", max_seq_len=32)
+    model = random_model(cfg)
+    made = {name: measure.in_format(model, name) for name in measure.FORMATS}
+    assert made["float32"] is model and made["bfloat16"].dtype == torch.bfloat16
+    assert isinstance(made["q4_0"].blocks[0].mlp.up, quantize.QuantizedLinear)
+    speeds = measure.format_speeds(model, ("float32", "bfloat16", "int8"), context=8, repeats=2, warmup=0, models=made)
+    assert list(speeds) == ["float32", "bfloat16", "int8"]
+    assert speeds["float32"].logits_error == 0.0 and speeds["float32"].speedup.median == pytest.approx(1.0)
+    assert 0 < speeds["int8"].logits_error < 0.1 and speeds["int8"].weight_bytes < speeds["float32"].weight_bytes / 3
+    with pytest.raises(ValueError, match="unknown weight format"):
+        measure.in_format(model, "int4")
+    with pytest.raises(ValueError, match="float32"):
+        measure.format_speeds(model, ("int8",))
+
+
+def test_format_copies_leave_the_original_and_share_nothing():
+    """to_precision converts each weight straight into the copy (tied weights stay tied); quantize_model does
+    not copy the float weights it replaces; the original model is never changed."""
+    cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, arch="llama", max_seq_len=32)
+    model = random_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    half = precision.to_precision(model, "bfloat16")
+    assert half.lm_head.weight is half.tok_emb.weight and half.rope_cos.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+    assert not {p.data_ptr() for p in half.parameters()} & {p.data_ptr() for p in model.parameters()}
+    quantize.quantize_model(model, "int8")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_memory_bound_model_is_the_published_layer_shape():
+    big = measure.memory_bound_model("gpt2", n_layer=1, vocab_size=128, max_seq_len=16)
+    cfg = il.MODEL_CONFIGS["gpt2"]
+    assert big.config.d_model == cfg.d_model and big.config.d_ff == cfg.d_ff and big.config.n_layer == 1
+    assert big.config.vocab_size == 128 and not big.training
+    assert torch.isfinite(big(torch.randint(0, 128, (1, 4)))).all()
+    with pytest.raises(ValueError, match="unknown shape"):
+        measure.memory_bound_model("gpt-5")
+    with pytest.raises(ValueError, match="n_layer"):
+        measure.memory_bound_model("gpt2", n_layer=0)
+
+
+def test_step_cost_and_speculative_sweep(pretrained, byte_tokenizer):
+    cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=2, n_head=4, arch="llama", max_seq_len=64)
+    target, draft = random_model(cfg), random_model(cfg.with_(n_layer=1), seed=1)
+    cost = measure.step_cost(target, draft, context=8, repeats=3, warmup=0)
+    assert cost.c.median > 0 and cost.target.repeats == cost.draft.repeats == 3
+    plain, spec = measure.speculative_sweep(target, draft, byte_tokenizer, ["ab", "xyz"],
+                                            {2: dict(gamma=2), "adaptive": dict(gamma=4, min_confidence=0.3)},
+                                            max_new_tokens=6, repeats=2, warmup=0, show_progress=False)
+    assert plain.repeats == 2 and set(spec) == {2, "adaptive"}
+    for pt in spec.values():
+        assert len(pt.runs) == 2 and pt.tokens == 12 and 0 <= pt.alpha <= 1 and pt.speedup.median > 0
+        assert pt.verify_pass_s > 0 and pt.draft_step_s > 0
+        for r, p in zip(pt.runs, ["ab", "xyz"]):
+            assert r.tokens == il.generate(target, byte_tokenizer, p, max_new_tokens=6).tokens
+    with pytest.raises(ValueError, match="plain"):
+        measure.speculative_sweep(target, draft, byte_tokenizer, ["ab"], {"plain": dict(gamma=2)})
+
+
+def test_batching_sweep_alternates_and_reports_spread(byte_tokenizer):
+    cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=4, arch="llama", max_seq_len=64)
+    model = random_model(cfg)
+    points = measure.batching_sweep(model, byte_tokenizer, ["ab", "cde"], (1, 2), max_new_tokens=3, repeats=2)
+    assert [p.batch_size for p in points] == [1, 2] and all(p.timing.repeats == 2 for p in points)
+    assert all(p.latency_s == p.timing.median_s and p.tpot_s > 0 for p in points)
+    with pytest.raises(ValueError, match="batch_sizes"):
+        measure.batching_sweep(model, byte_tokenizer, ["ab"], (0,))

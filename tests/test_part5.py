@@ -19,14 +19,13 @@ def close_figures():
 
 
 def fake_measurements():
-    combos = {}
-    for scheme, size in (("none", 4.0), ("int8", 1.0), ("q4_0", 0.5625)):
-        for precision, speed in (("float32", 1.0), ("bfloat16", 1.5)):
-            combos[(scheme, precision)] = {"step_s": 0.01 / speed / (2 if scheme != "none" else 1),
-                                           "weight_bytes": int(1000 * size / (2 if precision != "float32" and scheme == "none" else 1)),
-                                           "loss": 4.0 + (0.1 if scheme == "q4_0" else 0.0), "agreement": 1.0}
+    formats = {}
+    for name, size, speed, big in (("float32", 4.0, 1.0, 1.0), ("bfloat16", 2.0, 0.9, 1.9), ("int8", 1.0, 1.1, 3.6),
+                                   ("q4_0", 0.5625, 0.6, None)):
+        formats[name] = {"speedup": speed, "weight_bytes": int(1000 * size), "kl": 0.0 if name == "float32" else 1e-3,
+                         "loss_change": 0.1 if name == "q4_0" else 0.0, "agreement": 1.0, "big_speedup": big}
     batch = {1: {"tokens_per_s": 100.0, "latency_s": 1.0}, 4: {"tokens_per_s": 300.0, "latency_s": 1.3}}
-    return {"combos": combos, "batch": batch, "speculative": {"speedup": 1.5, "draft_bytes": 100}}
+    return {"formats": formats, "batch": batch, "speculative": {"speedup": 1.5, "draft_bytes": 100}}
 
 
 def test_combine_baseline_is_one():
@@ -36,31 +35,41 @@ def test_combine_baseline_is_one():
 
 def test_combine_multiplies_measured_factors():
     m = fake_measurements()
-    r = viz.combine(m, "int8", "bfloat16", 4, False)
-    assert r["speed_ratio"] == pytest.approx(3.0 * 3.0)  # 3x from the step, 3x from batching
-    assert r["memory_ratio"] == pytest.approx(0.25)
+    r = viz.combine(m, "int8", 4, False)
+    assert r["speed_ratio"] == pytest.approx(1.1 * 3.0)  # the format's step, then 3x from batching
+    assert r["latency_ratio"] == pytest.approx(1.3 / 1.1)
+    assert r["memory_ratio"] == pytest.approx(0.25) and r["big_speedup"] == 3.6
     assert r["notes"] == ["estimate: measured factors multiplied"]
-    s = viz.combine(m, "none", "float32", 1, True)
+    s = viz.combine(m, "float32", 1, True)
     assert s["speed_ratio"] == pytest.approx(1.5) and s["memory_ratio"] == pytest.approx(1.025)
     assert s["loss_change"] == 0.0
-    b = viz.combine(m, "none", "float32", 4, True)
+    b = viz.combine(m, "float32", 4, True)
     assert b["speed_ratio"] == pytest.approx(3.0) and "batch size 1 only" in b["notes"][0]
-    assert viz.combine(m, "q4_0", "float32")["loss_change"] == pytest.approx(0.1)
+    assert viz.combine(m, "q4_0")["loss_change"] == pytest.approx(0.1)
+    assert viz.combine(m, "q4_0")["big_speedup"] is None
 
 
-@pytest.mark.parametrize("args, match", [(("int4", "float32", 1, False), "no measurement for scheme"),
-                                         (("none", "float32", 3, False), "batch size 3")])
+@pytest.mark.parametrize("args, match", [(("int4", 1, False), "no measurement for weights"),
+                                         (("float32", 3, False), "batch size 3")])
 def test_combine_bad_values(args, match):
     with pytest.raises(ValueError, match=match):
         viz.combine(fake_measurements(), *args)
 
 
-@pytest.mark.parametrize("scheme, precision, batch, spec", [("none", "float32", 1, False), ("int8", "bfloat16", 4, True),
-                                                            ("q4_0", "float32", 1, True)])
-def test_tradeoff_view_draws_every_widget_state(scheme, precision, batch, spec):
-    fig = viz.tradeoff_view(fake_measurements(), scheme, precision, batch, spec)
-    assert len(fig.axes) == 3  # ratios, scatter, colorbar
-    assert scheme in fig.axes[0].get_title()
+@pytest.mark.parametrize("weights, batch, spec", [("float32", 1, False), ("int8", 4, True), ("q4_0", 1, True)])
+def test_tradeoff_view_draws_every_widget_state(weights, batch, spec):
+    fig = viz.tradeoff_view(fake_measurements(), weights, batch, spec)
+    assert len(fig.axes) == 2  # ratios, both models' formats
+    assert weights in fig.axes[0].get_title()
+    # both models' points: four formats on the bundled model, three measured on the memory-bound one
+    offsets = [len(c.get_offsets()) for c in fig.axes[1].collections]
+    assert offsets[:2] == [4, 3]
+
+
+def test_plot_weight_formats_marks_both_regimes():
+    fig = viz.plot_weight_formats(fake_measurements()["formats"])
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("memory-bound model" in t for t in labels) and any("bundled" in t for t in labels)
 
 
 def test_other_plots():
@@ -68,6 +77,7 @@ def test_other_plots():
     points = [BatchPoint(1, 100.0, 1.0, 0.01), BatchPoint(4, 300.0, 1.3, 0.013)]
     assert len(viz.plot_batching(points).axes) == 2
     assert viz.plot_speculative([1, 2], [1.1, 1.2], [1.15, 1.25]).axes
+    assert viz.plot_speculative([1, 2], [1.1, 1.2], [1.15, 1.25], [1.0, 1.1], [1.2, 1.3]).axes
 
 
 # --- exercises: right answers pass, wrong ones fail with a useful message, none raises ------------------
@@ -76,6 +86,8 @@ def test_exercise_5_1():
     assert ex.verdict("5.1", 4096 * 4096 // 2 + 4096 * 128 * 2)[0]
     ok, msg = ex.verdict("5.1", 4096 * 4096 // 2)
     assert not ok and "scale" in msg
+    ok, msg = ex.verdict("5.1", 12345)
+    assert not ok and "9,437,184" not in msg and "9437184" not in msg   # a hint, never the answer
     assert not ex.verdict("5.1", "many")[0]
 
 
@@ -104,6 +116,28 @@ def test_exercise_5_4():
     assert not ex.verdict("5.4", lambda w: (w, w))[0]
 
 
+def test_exercise_5_4_names_the_clipping():
+    """A scale of max|w| / 128 (the asymmetric int8 range) sends the largest weights past 127: the hint says
+    they are clipped, instead of a generic 'round to the nearest'."""
+    def clipped(w):
+        scale = w.abs().amax(1) / 128
+        return (w / scale[:, None]).round().clamp(-128, 127).to(torch.int8), scale
+    ok, msg = ex.verdict("5.4", clipped)
+    assert not ok and "clipped" in msg and "[-127, 127]" in msg
+
+    # clamping to [-128, 127] with the right scale never reaches -128: correct
+    assert ex.verdict("5.4", lambda w: ((w / (w.abs().amax(1, keepdim=True) / 127)).round().clamp(-128, 127)
+                                        .to(torch.int8), w.abs().amax(1) / 127))[0]
+
+
+def test_solutions_bind_only_fresh_names():
+    """check_solutions runs each solution in the notebook's namespace: none may rebind a notebook name."""
+    namespace = {"c": 0.3, "alpha": 0.7, "gamma": 4, "n": 5, "torch": torch}
+    for key in ("5.1", "5.2", "5.3", "5.4"):
+        assert ex.run_solution(key, namespace) == [], key
+    assert namespace["c"] == 0.3 and namespace["n"] == 5
+
+
 @pytest.mark.parametrize("key", ["5.1", "5.2", "5.3", "5.4"])
 def test_unanswered_exercises_never_raise(key, capsys):
     ex.check(key, None)
@@ -111,3 +145,13 @@ def test_unanswered_exercises_never_raise(key, capsys):
     assert "waiting for your answer" in capsys.readouterr().out
     ex.solution(key)
     assert "answer" in capsys.readouterr().out
+
+
+def test_speculative_view_widget_states():
+    fig = viz.speculative_view(0.8, 0.1, 8, {1: 1.2, 2: 1.3})
+    assert "best gamma" in fig.axes[0].get_title()
+    assert len(fig.axes[0].lines) >= 2
+    assert viz.speculative_view(0.0, 0.0, 1).axes
+    for bad in (dict(alpha=1.0), dict(c=-0.1), dict(max_gamma=0)):
+        with pytest.raises(ValueError):
+            viz.speculative_view(**bad)

@@ -22,8 +22,8 @@ EX52 = {"alpha": 0.8, "gamma": 4, "c": 0.1}
     solution='''
 Each weight takes 4 bits (two per byte) and each block of 32 adds a 2-byte float16 scale:
 
-    n = 4096 * 4096
-    answer = n // 2 + (n // 32) * 2     # 8,388,608 + 1,048,576 = 9,437,184 bytes: 4.5 bits per weight
+    sol_n = 4096 * 4096
+    answer = sol_n // 2 + (sol_n // 32) * 2     # 8,388,608 + 1,048,576 = 9,437,184 bytes: 4.5 bits per weight
     # the same with the package: inferlab.optimize.quantize.quantized_bytes(4096, 4096, "q4_0", 32)
 
 Against float32 (67,108,864 bytes) that is 7.1x smaller; the scales cost an eighth of the 4-bit payload.
@@ -44,7 +44,10 @@ def _verify_bytes(answer):
         return False, "That is one byte per weight (int8). q4_0 packs two weights into a byte."
     if value == expected * 8:
         return False, "That is bits, not bytes."
-    return False, "Hint: n / 2 bytes of 4-bit integers + (n / 32) scales x 2 bytes."
+    if value == n // 2 + (n // 32) * 2 + 4096 * 4:
+        return False, "Q4_0 has no per-row scale: only one float16 scale per block of 32 weights."
+    return False, ("Hint: add two parts, the 4-bit integers (how many bytes hold n weights at 4 bits each?) "
+                   "and the scales (one 2-byte float16 per block of 32 weights).")
 
 
 @exercise(
@@ -55,8 +58,8 @@ def _verify_bytes(answer):
 A round yields on average (1 - alpha^(gamma+1)) / (1 - alpha) tokens and costs gamma draft steps plus one
 target step, gamma * c + 1 target steps:
 
-    alpha, gamma, c = 0.8, 4, 0.1
-    answer = (1 - alpha ** (gamma + 1)) / ((1 - alpha) * (gamma * c + 1))   # 3.36 tokens / 1.4 steps = 2.40
+    sol_alpha, sol_gamma, sol_c = 0.8, 4, 0.1
+    answer = (1 - sol_alpha ** (sol_gamma + 1)) / ((1 - sol_alpha) * (sol_gamma * sol_c + 1))   # 3.36 / 1.4 = 2.40
     # the same with the package: inferlab.optimize.speculative.expected_speedup(0.8, 4, 0.1)
 ''')
 def _verify_speedup(answer):
@@ -116,8 +119,9 @@ def _verify_residual(answer):
 @exercise(
     "5.4",
     question=("Write answer(w) that quantizes a 2-D float weight w [out, in] to int8 with one scale per output "
-              "channel (row), returning (q, scale): q an int8 tensor [out, in], scale a float tensor [out], so that "
-              "q * scale[:, None] approximates w within scale / 2 per element."),
+              "channel (row) on the symmetric grid of section 4, integers in [-127, 127], returning (q, scale): "
+              "q an int8 tensor [out, in], scale a float tensor [out], so that q * scale[:, None] approximates w "
+              "within scale / 2 per element."),
     solution='''
 Map each row's largest magnitude to 127 and round to the nearest integer:
 
@@ -144,10 +148,19 @@ def _verify_int8(answer):
     if scale.numel() != w.shape[0]:
         return False, f"one scale per output channel (row): {w.shape[0]} scales, got {scale.numel()}."
     err = (w - q.float() * scale[:, None]).abs()
-    if (err > scale[:, None] / 2 + 1e-6).any():
+    bad = err > scale[:, None] / 2 + 1e-6
+    if bad.any():
+        ideal = w / scale[:, None]   # where each weight would land on the grid without rounding or clipping
+        if (ideal[bad].abs() > 127.5).all():
+            return False, ("The weights with the largest magnitude are clipped: with your scale they land beyond "
+                           "127, the edge of the symmetric grid [-127, 127], and clipping moves them by more than "
+                           "half a step. Choose each row's scale so that no weight lands past 127.")
         if (q.abs() < 64).all():
             return False, "The integers use only half the range: map each row's largest |w| to 127."
         return False, "Some weights are off by more than half a step: round to the nearest integer (torch.round)."
+    if (q == -128).any():
+        return False, ("Some integers are -128: the grid is the symmetric [-127, 127] (as many levels each side "
+                       "of zero), so -128 is not on it.")
     if (q.float().abs().amax(1) < 120).any():
         return False, "Within the bound, but the range [-127, 127] is not used: scale = max |w| / 127 per row."
     return True, f"int8 per channel: largest error {err.max():.2e}, within scale / 2 everywhere."

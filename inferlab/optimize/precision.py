@@ -12,6 +12,7 @@ import copy
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # CPU feature flags (Linux /proc/cpuinfo) that give native 16-bit arithmetic
@@ -51,4 +52,7 @@ def get_dtype(name):
 def to_precision(model, dtype):
     """A copy of ``model`` with every weight in ``dtype`` ("float32", "bfloat16", "float16" or a torch dtype);
     the original is unchanged."""
-    return copy.deepcopy(model).to(get_dtype(dtype)).eval()
+    dtype = get_dtype(dtype)
+    # each weight converted once, straight into the copy (no float32 copy first; tied weights stay tied)
+    converted = {id(p): nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad) for p in model.parameters()}
+    return copy.deepcopy(model, memo=converted).to(dtype).eval()

@@ -1,15 +1,18 @@
 """Plots and the trade-off widget of notebook 05 (inference optimization).
 
-The widget's callback is ``tradeoff_view(measurements, scheme, precision, batch_size, speculative)``;
-``combine`` does its arithmetic on measurements taken earlier in the notebook:
+The widget's callback is ``tradeoff_view(measurements, weights, batch_size, speculative)``; ``combine`` does
+its arithmetic on measurements taken earlier in the notebook:
 
-* ``measurements["combos"][(scheme, precision)]``: ``step_s`` (decode step), ``weight_bytes``, ``loss``
-  (held-out), ``agreement`` (share of greedy tokens equal to the float32 model's), measured together;
+* ``measurements["formats"][name]`` for each weight format (float32, bfloat16, int8, q4_0, ...), measured on
+  the bundled model: ``speedup`` (decode step, float32 time / this time), ``weight_bytes``, ``kl`` (KL
+  divergence to the float32 model per token), ``loss_change`` (held-out), ``agreement`` (share of greedy
+  tokens equal to float32's); and ``big_speedup``, the same format's speedup on the memory-bound model
+  (None where not measured);
 * ``measurements["batch"][b]``: tokens/s of ``il.generate_batch`` at batch size ``b`` and ``latency_s``;
 * ``measurements["speculative"]``: ``speedup`` (greedy, batch 1) and ``draft_bytes``.
 
-Combinations of a scheme/precision pair with batching or speculation are estimates: the measured
-factors multiplied, which assumes they do not interact (each factor is measured, the product is not).
+Combinations of a weight format with batching or speculation are estimates: the measured factors
+multiplied, which assumes they do not interact (each factor is measured, the product is not).
 """
 from __future__ import annotations
 
@@ -17,26 +20,22 @@ import numpy as np
 from matplotlib.figure import Figure
 
 DPI = 90
-BASELINE = ("none", "float32")
+BASELINE = "float32"
 
 
-def combine(measurements: dict, scheme: str = "none", precision: str = "float32", batch_size: int = 1,
-            speculative: bool = False) -> dict:
-    """Speed, memory and quality of one combination, relative to float32, no quantization, batch 1."""
-    combos = measurements["combos"]
-    if (scheme, precision) not in combos:
-        known = sorted({s for s, _ in combos}), sorted({p for _, p in combos})
-        raise ValueError(f"no measurement for scheme {scheme!r} with precision {precision!r}; "
-                         f"schemes {known[0]}, precisions {known[1]}")
+def combine(measurements: dict, weights: str = "float32", batch_size: int = 1, speculative: bool = False) -> dict:
+    """Speed, memory and quality of one combination on the bundled model, relative to float32 at batch 1."""
+    formats = measurements["formats"]
+    if weights not in formats:
+        raise ValueError(f"no measurement for weights {weights!r}; measured: {sorted(formats)}")
     if batch_size not in measurements["batch"]:
         raise ValueError(f"no measurement for batch size {batch_size}; measured: {sorted(measurements['batch'])}")
-    base, combo = combos[BASELINE], combos[(scheme, precision)]
+    base, fmt = formats[BASELINE], formats[weights]
     batch = measurements["batch"]
-    speed = base["step_s"] / combo["step_s"]
-    speed *= batch[batch_size]["tokens_per_s"] / batch[1]["tokens_per_s"]
-    latency = batch[batch_size]["latency_s"] / batch[1]["latency_s"] / (base["step_s"] / combo["step_s"])
+    speed = fmt["speedup"] * batch[batch_size]["tokens_per_s"] / batch[1]["tokens_per_s"]
+    latency = batch[batch_size]["latency_s"] / batch[1]["latency_s"] / fmt["speedup"]
     notes = []
-    memory = combo["weight_bytes"]
+    memory = fmt["weight_bytes"]
     if speculative:
         spec = measurements["speculative"]
         memory += spec["draft_bytes"]
@@ -45,48 +44,70 @@ def combine(measurements: dict, scheme: str = "none", precision: str = "float32"
             latency /= spec["speedup"]
         else:
             notes.append("speculative decoding was measured at batch size 1 only: its speedup is left out")
-    if (scheme, precision) != BASELINE and (batch_size > 1 or speculative):
+    if weights != BASELINE and (batch_size > 1 or speculative):
         notes.append("estimate: measured factors multiplied")
     return {"speed_ratio": speed, "latency_ratio": latency, "memory_ratio": memory / base["weight_bytes"],
-            "loss_change": combo["loss"] - base["loss"], "agreement": combo["agreement"],
-            "weight_bytes": memory, "notes": notes}
+            "kl": fmt["kl"], "loss_change": fmt["loss_change"], "agreement": fmt["agreement"],
+            "big_speedup": fmt.get("big_speedup"), "weight_bytes": memory, "notes": notes}
 
 
-def tradeoff_view(measurements: dict, scheme: str = "none", precision: str = "float32", batch_size: int = 1,
-                  speculative: bool = False) -> Figure:
-    """The widget: the chosen combination's ratios (left) among every measured scheme/precision (right)."""
-    r = combine(measurements, scheme, precision, batch_size, speculative)
-    fig = Figure(figsize=(10, 3.6), dpi=DPI)
-    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+def _speed_scatter(ax, formats: dict, selected: str | None = None):
+    """Every format: fewer bytes (x) against decode speedup (y), on both models, with the line where time
+    follows bytes (a memory-bound step) and the line of no gain."""
+    base = formats[BASELINE]["weight_bytes"]
+    fewer = {name: base / f["weight_bytes"] for name, f in formats.items()}
+    top = max(fewer.values()) * 1.15
+    ax.plot([1, top], [1, top], ":", color="#888888", lw=1, label="time follows bytes (memory-bound)")
+    ax.axhline(1.0, color="k", lw=0.8)
+    for key, marker, color, label in (("speedup", "o", "#3b75af", "bundled model (overhead-bound)"),
+                                      ("big_speedup", "s", "#c03d3e", "memory-bound model")):
+        names = [n for n, f in formats.items() if f.get(key) is not None]
+        ax.scatter([fewer[n] for n in names], [formats[n][key] for n in names], marker=marker, color=color, s=45,
+                   label=label, zorder=3)
+        for n in names:
+            ax.annotate(n, (fewer[n], formats[n][key]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if selected is not None:
+        for key in ("speedup", "big_speedup"):
+            if formats[selected].get(key) is not None:
+                ax.scatter([fewer[selected]], [formats[selected][key]], s=220, facecolors="none",
+                           edgecolors="#222222", lw=1.5, zorder=4)
+    ax.set_xlabel("fewer bytes per step than float32 (ratio)")
+    ax.set_ylabel("decode step speedup over float32")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, max(top, max(f.get(k) or 0 for f in formats.values() for k in ("speedup", "big_speedup")) * 1.15))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def plot_weight_formats(formats: dict) -> Figure:
+    """Decode speedup of each weight format against the bytes it saves, on the bundled and the memory-bound
+    model (``formats`` as in ``measurements["formats"]``)."""
+    fig = Figure(figsize=(6, 3.8), dpi=DPI)
+    _speed_scatter(fig.add_subplot(), formats)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_view(measurements: dict, weights: str = "float32", batch_size: int = 1, speculative: bool = False) -> Figure:
+    """The widget: the chosen combination's ratios on the bundled model (left) among every measured weight
+    format on both models (right)."""
+    r = combine(measurements, weights, batch_size, speculative)
+    fig = Figure(figsize=(10, 3.8), dpi=DPI)
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})
     labels = ["throughput\n(tokens/s)", "latency per\nrequest", "weight\nmemory"]
     values = [r["speed_ratio"], r["latency_ratio"], r["memory_ratio"]]
-    colors = ["#55a868" if v >= 1 else "#c03d3e" for v in values[:1]] + \
-             ["#55a868" if v <= 1 else "#c03d3e" for v in values[1:]]
+    colors = ["#55a868" if values[0] >= 1 else "#c03d3e"] + ["#55a868" if v <= 1 else "#c03d3e" for v in values[1:]]
     bars = ax1.bar(labels, values, color=colors)
     for bar, v in zip(bars, values):
         ax1.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.2f}x", ha="center", va="bottom", fontsize=9)
     ax1.axhline(1.0, color="k", lw=0.8)
-    ax1.set_ylabel("ratio to the float32 baseline")
+    ax1.set_ylabel("ratio to float32, batch 1 (bundled model)")
     ax1.set_ylim(0, max(values) * 1.25)
-    title = f"{scheme} · {precision} · batch {batch_size}" + (" · speculative" if speculative else "")
-    ax1.set_title(f"{title}\nheld-out loss {r['loss_change']:+.4f}, greedy agreement {r['agreement']:.0%}",
-                  fontsize=9)
-    combos = measurements["combos"]
-    base = combos[BASELINE]
-    keys = list(combos)
-    xs = np.array([combos[k]["weight_bytes"] / base["weight_bytes"] for k in keys])
-    ys = np.array([base["step_s"] / combos[k]["step_s"] for k in keys])
-    cs = np.array([combos[k]["loss"] - base["loss"] for k in keys])
-    sc = ax2.scatter(xs, ys, c=cs, cmap="viridis", s=50, vmin=min(0.0, cs.min()), vmax=max(cs.max(), 1e-3))
-    for (s, p), x, y in zip(keys, xs, ys):
-        ax2.annotate(f"{s}/{p}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    sel = keys.index((scheme, precision))
-    ax2.scatter([xs[sel]], [ys[sel]], s=220, facecolors="none", edgecolors="#c03d3e", lw=2)
-    ax2.set_xlabel("weight memory (ratio to float32)")
-    ax2.set_ylabel("decode speed, batch 1 (ratio)")
-    ax2.set_title("every measured scheme x precision", fontsize=9)
-    ax2.grid(alpha=0.3)
-    fig.colorbar(sc, ax=ax2, label="held-out loss change")
+    title = f"{weights} · batch {batch_size}" + (" · speculative" if speculative else "")
+    big = "" if r["big_speedup"] is None else f", memory-bound model {r['big_speedup']:.2f}x"
+    ax1.set_title(f"{title}\nKL {r['kl']:.1e} nats/token, greedy agreement {r['agreement']:.0%}{big}", fontsize=9)
+    _speed_scatter(ax2, measurements["formats"], weights)
+    ax2.set_title("every measured weight format", fontsize=9)
     if r["notes"]:
         fig.text(0.01, 0.01, "; ".join(r["notes"]), fontsize=7, color="#555555")
     fig.tight_layout()
@@ -127,13 +148,49 @@ def plot_batching(points) -> Figure:
     return fig
 
 
-def plot_speculative(gammas, measured, expected) -> Figure:
-    """Measured speedup of speculative decoding against gamma, beside Leviathan et al.'s expectation."""
+def plot_speculative(gammas, measured, expected, low=None, high=None) -> Figure:
+    """Measured speedup of speculative decoding against gamma (with the middle half of the paired runs when
+    ``low``/``high`` are given), beside Leviathan et al.'s expectation."""
     fig = Figure(figsize=(6, 3.4), dpi=DPI)
     ax = fig.add_subplot()
-    ax.plot(gammas, measured, "o-", color="#3b75af", label="measured")
-    ax.plot(gammas, expected, "s--", color="#555555", label="expected from measured alpha and c (in the loop)")
+    if low is not None and high is not None:
+        err = [np.subtract(measured, low), np.subtract(high, measured)]
+        ax.errorbar(gammas, measured, yerr=err, fmt="o-", color="#3b75af", capsize=3,
+                    label="measured (middle half of the paired runs)")
+    else:
+        ax.plot(gammas, measured, "o-", color="#3b75af", label="measured")
+    ax.plot(gammas, expected, "s--", color="#555555", label="expected (Leviathan et al.) from measured alpha and c")
     ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("gamma (draft tokens per round)")
+    ax.set_ylabel("speedup over the target alone")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def speculative_view(alpha: float = 0.7, c: float = 0.3, max_gamma: int = 8, measured: dict | None = None) -> Figure:
+    """The widget of section 7: Leviathan et al.'s expected speedup against gamma for a chosen acceptance rate
+    ``alpha`` and draft cost ``c``, with this machine's measured speedups (``{gamma: speedup}``) for comparison."""
+    from ..optimize.speculative import expected_speedup
+    if not 0 <= alpha < 1:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    if not c >= 0:
+        raise ValueError(f"c must be >= 0, got {c}")
+    if not isinstance(max_gamma, int) or max_gamma < 1:
+        raise ValueError(f"max_gamma must be an int >= 1, got {max_gamma!r}")
+    gammas = np.arange(1, max_gamma + 1)
+    expected = [expected_speedup(alpha, int(g), c) for g in gammas]
+    fig = Figure(figsize=(6, 3.4), dpi=DPI)
+    ax = fig.add_subplot()
+    ax.plot(gammas, expected, "s--", color="#555555", label=f"expected: alpha {alpha:.2f}, c {c:.2f}")
+    if measured:
+        ax.plot(list(measured), list(measured.values()), "o", color="#3b75af", label="measured here")
+    best = int(gammas[int(np.argmax(expected))])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_title(f"best gamma {best}: {max(expected):.2f}x expected; a free draft caps tokens per pass at "
+                 f"{1 / (1 - alpha):.1f}", fontsize=9)
     ax.set_xlabel("gamma (draft tokens per round)")
     ax.set_ylabel("speedup over the target alone")
     ax.set_ylim(bottom=0)
