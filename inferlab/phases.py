@@ -4,9 +4,9 @@ Prefill reads the whole prompt in one forward pass and yields the first token; d
 one token per step. With a KV cache a decode step computes keys and values for its one new token and
 reads the earlier ones back; without, it recomputes the whole sequence.
 
-* ``time_prefill`` / ``time_decode``: time both phases (``timing.measure``) for each kind of cache, and
-  ``time_decode_kinds`` the kinds in alternation (``timing.compare``); ``prefill_flops`` / ``decode_flops``
-  count the matmul FLOPs of the same steps (``counting``).
+* ``time_prefill`` (the prompt lengths in alternation, ``timing.compare``) / ``time_decode``
+  (``timing.measure``): time both phases for each kind of cache, and ``time_decode_kinds`` the kinds in
+  alternation; ``prefill_flops`` / ``decode_flops`` count the matmul FLOPs of the same steps (``counting``).
 * ``step_budget``: what a one-token step spends its time on, against this machine's measured memory
   bandwidth (reading the weights, or fixed per-step overhead).
 * ``context_sweep``: one decode step of a batch against context length, in alternation, beside the bytes
@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig
-from .counting import (cache_equals_weights_context, dtype_bytes, forward_flops, kv_cache_bytes,
-                       max_concurrent_sequences, step_count, weight_bytes)
+from .counting import dtype_bytes, forward_flops, kv_cache_bytes, max_concurrent_sequences, step_count, weight_bytes
 from .generate import _check_max_new, encode_prompt
 from .kvcache import ConcatKVCache, KVCache
 from .model import apply_rope
@@ -107,17 +106,23 @@ def _check_lengths(model, values, name, low):
 def time_prefill(model, lengths, kind: str = "contiguous", warmup: int = 1, repeats: int = 5,
                  seed: int = 0) -> PhaseTimes:
     """Time to first token against prompt length: one forward pass over the whole prompt (into a fresh
-    cache unless ``kind="none"``) and the greedy pick of the first new token (notebook 03)."""
+    cache unless ``kind="none"``) and the greedy pick of the first new token (notebook 03). The lengths
+    are timed in alternation (``timing.compare``), so a machine that slows down slows them alike."""
     lengths = _check_lengths(model, lengths, "lengths", 1)
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"kind must be one of {CACHE_KINDS}, got {kind!r}")
     ids = random_ids(model, max(lengths), seed)
-    timings = []
+
+    def first_token(T):
+        def run(prompt=ids[:, :T]):
+            cache = make_cache(model, kind, capacity=T + 1)
+            return int(model(prompt, cache=cache)[0, -1].argmax())
+        return run
+
     with torch.inference_mode():
-        for T in lengths:
-            def first_token(prompt=ids[:, :T], T=T):
-                cache = make_cache(model, kind, capacity=T + 1)
-                return int(model(prompt, cache=cache)[0, -1].argmax())
-            timings.append(measure(first_token, warmup, repeats, device=model.device))
-    return PhaseTimes(kind, lengths, timings)
+        timings = compare({T: first_token(T) for T in sorted(set(lengths))}, repeats=repeats, warmup=warmup,
+                          device=model.device)
+    return PhaseTimes(kind, lengths, [timings[T] for T in lengths])
 
 
 def time_decode(model, positions, kind: str = "contiguous", warmup: int = 1, repeats: int = 5,
@@ -337,10 +342,11 @@ class ContextSweep:
                              f"context: past about {measured:,.0f} tokens, each step spends more time reading the "
                              f"{self.batch_size} caches than everything else.")
             else:
-                lines.append("On this machine the cache grew into a large part of the step but did not overtake the "
-                             "rest within this context; it does on machines where the weights stream at full "
-                             "bandwidth. If the step barely grew, the usual reason is a busy machine or a step "
-                             "dominated by arithmetic rather than memory.")
+                lines.append("On this machine the cache's share of the step grew with the context but did not "
+                             "overtake the rest within this context. It would cross near the bytes' crossover if "
+                             "reading memory were all a step did; here the rest of the step (arithmetic for "
+                             f"{self.batch_size} sequences, fixed overhead) costs more than its bytes say, or the "
+                             "machine was busy.")
             if measured < self.crossover:
                 lines.append("It came sooner than the bytes say: each cached byte cost more time than a weight byte "
                              "(attention runs as many small products, which stream memory less efficiently than the "
@@ -544,7 +550,7 @@ def kv_cache_rows(configs, seq_lens=SEQ_LENS, dtype=torch.float16) -> list[dict]
                      "context": cfg.max_seq_len, "bytes_per_token": kv_cache_bytes(cfg, 1, 1, dtype),
                      "bytes_per_sequence": {n: kv_cache_bytes(cfg, n, 1, dtype) for n in seq_lens},
                      "weight_bytes": weight_bytes(cfg, dtype),
-                     "crossover": cache_equals_weights_context(cfg, 1, dtype)})
+                     "crossover": cache_equals_weights_read(cfg, 1, dtype)})
     return rows
 
 
