@@ -103,7 +103,7 @@ def cpu_model() -> str:
 
 
 def _timing(samples: list) -> Timing:
-    q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
+    q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) >= 2 else [samples[0]] * 3
     return Timing(statistics.median(samples), min(samples), q[2] - q[0], len(samples), torch.get_num_threads(),
                   list(samples))
 
@@ -154,7 +154,7 @@ def paired_ratio(slow: Timing, fast: Timing) -> Ratio:
     ratios = [a / b for a, b in zip(slow.samples_s, fast.samples_s) if b > 0]
     if not ratios:
         raise ValueError("the timings have no paired samples")
-    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) >= 2 else [ratios[0]] * 3
     return Ratio(statistics.median(ratios), q[0], q[2])
 
 
