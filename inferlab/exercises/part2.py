@@ -301,7 +301,7 @@ def compare_guess(guess, measured, what: str) -> str:
     """The line a predict-then-measure cell prints (notebook 02): a neutral reminder while ``guess`` is
     None, else the guess beside the measurement."""
     if guess is None or guess is ...:
-        return f"… no guess written for {what}: write one in the cell above the measurement, then run both again."
+        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
     return f"{what}: you guessed {guess}, measured {measured}."
 
 
