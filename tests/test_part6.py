@@ -65,7 +65,8 @@ def test_time_requeued_before_the_first_token_is_drawn_as_waiting(draft):
     prompts, params = mixed_workload(tok, 8, prompt_len=(16, 64), output_len=(8, 24), seed=0)
     engine = il.Engine(model, tok, block_size=8, num_blocks=16, max_num_seqs=8, max_num_batched_tokens=32)
     outputs = engine.generate(prompts, params)
-    early = {rid for rec in engine.trace for rid in rec.preempted if rec.start < engine.requests[rid].metrics.first_token}
+    early = {rid for rec in engine.trace for rid in rec.preempted
+             if rec.start < engine.requests[rid].metrics.first_token}   # preempted before its first token
     assert early, "a small budget (chunked prompts) and a tight pool were meant to preempt before a first token"
     fig = Figure()
     ax = fig.add_subplot()
@@ -92,7 +93,8 @@ def test_step_trace_shows_every_step_and_says_how_many(draft):
     n = len(engine.trace)
     title = viz.plot_step_trace(engine.trace).axes[0].get_title(loc="left")
     assert f"all {n} steps" in title
-    assert f"first 5 of the run's {n} steps" in viz.plot_step_trace(engine.trace, max_steps=5).axes[0].get_title(loc="left")
+    cut = viz.plot_step_trace(engine.trace, max_steps=5).axes[0].get_title(loc="left")
+    assert f"first 5 of the run's {n} steps" in cut
     with pytest.raises(ValueError, match="max_steps"):
         viz.plot_step_trace(engine.trace, max_steps=0)
 

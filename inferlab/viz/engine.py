@@ -94,7 +94,8 @@ def plot_step_trace(trace, max_steps: int | None = None) -> Figure:
     ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("engine step")
     ax.set_ylabel("tokens computed")
-    shown = f"all {total} steps of the run" if len(trace) == total else f"the first {len(trace)} of the run's {total} steps"
+    shown = (f"all {total} steps of the run" if len(trace) == total
+             else f"the first {len(trace)} of the run's {total} steps")
     ax.set_title(f"Tokens per engine step: {shown}", fontsize=10, loc="left")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
