@@ -334,7 +334,9 @@ def overhead_findings(timing: StepTiming, ops: dict[str, int], per_op_s: float) 
                      + (" or more" if share >= 1 else "") + ": most of this step is fixed cost, not arithmetic. "
                      "A model this small is overhead-bound (notebook 04 measures that regime).")
     else:
-        lines.append(f"That is {share:.0%} of the step: here the arithmetic outweighs the fixed costs.")
+        lines.append(f"That is {share:.0%} of the step: the operations' own fixed cost explains only part of it "
+                     "here; the rest is arithmetic and the Python around the operations (module calls, shape "
+                     "handling), which one addition does not price.")
     lines.append(f"One layer runs {ops[layer]} operations, {us(ops[layer] * per_op_s)} of fixed cost against "
                  f"{us(timing.stages[layer])} measured for {layer}"
                  + (" (the estimate is rough: some operations are views that launch no kernel and cost less than "
