@@ -318,24 +318,27 @@ def _read_repeated(nbytes: int, min_time_s: float, repeats: int, in_one_call: bo
     return Bandwidth(x.numel() * 4, x.numel() * 4 * reps, t)
 
 
-def cache_bandwidth(threads: int | None = None, repeats: int = 7, min_time_s: float = 0.05) -> Bandwidth:
-    """The last-level cache's roof: the fastest read, on all ``threads``, of a working set too large for
-    the cores' own L2 caches together but small enough for the L3 (a few sizes are tried, each read
-    repeatedly for at least ``min_time_s``, and the fastest repeat kept: a call takes a fraction of a
-    millisecond, so among hundreds some run undisturbed even on a busy machine). Points of a roofline that
-    sit above the DRAM roof read their bytes from here (notebook 04's hierarchical roofline). Costs a
-    fraction of a second."""
+def cache_bandwidth(threads: int | None = None, repeats: int = 7, min_time_s: float = 0.03) -> Bandwidth:
+    """The last-level cache's roof: the fastest read of a working set too large for the cores' own L2
+    caches together but small enough for the L3. A few sizes are tried, each read repeatedly for at least
+    ``min_time_s``, on one thread and on all ``threads``, and the fastest repeat is kept. (One thread as
+    well, because on a busy machine a thread of a parallel read that loses its core stalls every call,
+    while an operation that runs on one thread does not: the roof must be the best either way.) Points
+    of a roofline that sit above the DRAM roof read their bytes from here (notebook 04's hierarchical
+    roofline). Costs a fraction of a second."""
     threads = torch.get_num_threads() if threads is None else threads
     _check_positive_int("threads", threads)
     _check_positive_int("repeats", repeats)
     if not isinstance(min_time_s, numbers.Real) or isinstance(min_time_s, bool) or min_time_s < 0:
         raise ValueError(f"min_time_s must be a number of seconds >= 0, got {min_time_s!r}")
     caches = cache_sizes()
-    low = 2 * caches.get("L2", MiB) * threads
     high = caches["L3"] // 2 if "L3" in caches else 16 * MiB
-    sizes = [s for s in (low, 2 * low, 4 * low) if s <= high] or [high]
-    with num_threads(threads):
-        found = [_read_repeated(s, min_time_s, repeats, in_one_call=False) for s in sizes]
+    found = []
+    for n in sorted({1, threads}):
+        low = 2 * caches.get("L2", MiB) * n
+        sizes = [s for s in (low, 2 * low, 4 * low) if s <= high] or [high]
+        with num_threads(n):
+            found += [_read_repeated(s, min_time_s, repeats, in_one_call=n == 1) for s in sizes]
     return max(found, key=lambda b: b.best_bytes_per_s)
 
 
@@ -568,6 +571,43 @@ class BatchRegimes:
         (1 = free, 2 = in proportion to the batch)."""
         b, t = self.batch_sizes, self.step_s
         return [(t[i + 1] / t[i]) ** (1 / math.log2(b[i + 1] / b[i])) for i in range(len(b) - 1)]
+
+    def sentences(self, predicted: int | None = None, ridge: float | None = None) -> list:
+        """What the sweep shows, in words that hold whatever the numbers (notebook 04 prints them): where
+        extra sequences stopped being nearly free, where the step grew in proportion (or that the sweep did
+        not get there), and how that compares with the roofline's ``predicted`` critical batch."""
+        b, tps, factors = self.batch_sizes, self.tokens_per_s, self.doubling_factors
+        free, grows = self.near_free_until, self.compute_bound_from
+        out = []
+        if free == b[0]:
+            out.append(f"Already batch {b[1]} took more than {1 + self.slack:.2f}x the batch-{b[0]} step: extra "
+                       "sequences were not nearly free even in small numbers.")
+        else:
+            i = b.index(free)
+            out.append(f"Up to batch {free} a step took at most {1 + self.slack:.2f}x as long as at batch {b[0]}: "
+                       f"batch {free} gave {tps[i] / tps[0]:.1f}x the tokens/s of batch {b[0]}, nearly in proportion "
+                       "(memory-bound: the weights are read once per step, however many sequences share them).")
+        if grows is None:
+            out.append(f"The step time never grew in proportion to the batch: the last doubling ({b[-2]} -> {b[-1]}) "
+                       f"made it {factors[-1]:.2f}x as long as before (2x = in proportion), so this sweep did not "
+                       "reach the compute-bound regime.")
+        else:
+            j = b.index(grows)
+            span = (f"doubling the batch to {b[-1]} made the step {factors[j]:.2f}x longer" if j == len(factors) - 1
+                    else f"each doubling made the step {min(factors[j:]):.2f}x-{max(factors[j:]):.2f}x longer")
+            out.append(f"From batch {grows} on, {span} (2x = in proportion to the batch): compute-bound; tokens/s "
+                       f"grew at most {2 / min(factors[j:]):.2f}x per doubling there, levelling off at "
+                       f"{tps[-1]:,.0f}.")
+        if predicted is not None:
+            where = f" (where the step's intensity reaches the ridge, {ridge:.1f} FLOP/B)" if ridge else ""
+            if free < predicted / 2:
+                out.append(f"The roofline predicts the change at batch {predicted}{where}; the measured step left "
+                           "its plateau earlier. The prediction assumes every matmul runs at the square matmul's "
+                           "peak and streams its weights at the best DRAM speed; matmuls of a few rows usually run "
+                           "slower than that, so real steps grow before the ridge.")
+            else:
+                out.append(f"The roofline predicts the change at batch {predicted}{where}.")
+        return out
 
 
 def batch_regimes(batch_sizes, step_seconds, slack: float = 0.25, slope: float = 0.7) -> BatchRegimes:

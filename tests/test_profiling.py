@@ -144,6 +144,19 @@ def test_batch_regimes_read_off_synthetic_sweeps():
     assert profiling.batch_regimes([1, 2, 4], [1.0, 2.0, 4.0]).near_free_until == 1
 
 
+def test_batch_regimes_say_what_the_sweep_shows():
+    batches = [1, 2, 4, 8, 16, 32, 64, 128]
+    words = " ".join(profiling.batch_regimes(batches, [max(1.0, b / 16) for b in batches]).sentences(16, 8.0))
+    assert "Up to batch 16" in words and "16.0x the tokens/s" in words and "From batch 16 on" in words
+    assert "did not reach" not in words and "predicts the change at batch 16" in words and "earlier" not in words
+    flat = " ".join(profiling.batch_regimes([1, 2, 4, 8], [1.0, 1.0, 1.1, 1.2]).sentences(21))
+    assert "did not reach the compute-bound regime" in flat and "From batch" not in flat
+    early = " ".join(profiling.batch_regimes([1, 2, 4, 8], [1.0, 1.6, 3.0, 6.0]).sentences(21, 10.0))
+    assert "Already batch 2" in early and "left its plateau earlier" in early and "From batch 2 on" in early
+    last = profiling.batch_regimes([1, 2, 4, 8], [1.0, 1.0, 1.1, 2.0]).sentences()
+    assert len(last) == 2 and "doubling the batch to 8 made the step 1.82x longer" in last[1]
+
+
 def test_roof_at_least_only_raises():
     roof = profiling.Roof("toy", 100e9, 10e9)
     assert roof.at_least(peak_flops=50e9) == roof
