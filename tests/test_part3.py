@@ -433,15 +433,15 @@ def test_exercise_3_1():
 
 
 def test_exercise_3_2():
-    assert ex.verdict("3.2", 30)[0]
-    assert "forgets the weights" in ex.verdict("3.2", 37)[1]
-    assert "Round down" in ex.verdict("3.2", 31)[1]
-    assert "mixes units" in ex.verdict("3.2", 33)[1]
-    assert "one sequence's cache" in ex.verdict("3.2", 2.147)[1] and "one sequence's cache" in ex.verdict("3.2", 2.0)[1]
+    assert ex.verdict("3.2", 21)[0]                                  # 6,000 tokens: a length the calculator cannot be set to
+    assert "forgets the weights" in ex.verdict("3.2", 25)[1]
+    assert "Round down" in ex.verdict("3.2", 22)[1]
+    assert "mixes units" in ex.verdict("3.2", 23)[1]
+    assert "one sequence's cache" in ex.verdict("3.2", 3.146)[1] and "one sequence's cache" in ex.verdict("3.2", 2.93)[1]
     assert "memory left" in ex.verdict("3.2", 66.52)[1] and "memory left" in ex.verdict("3.2", 61.95)[1]
-    assert "whole number" in ex.verdict("3.2", 29.5)[1]
-    for wrong in (12, 29.5, 37):
-        assert "30" not in ex.verdict("3.2", wrong)[1]
+    assert "whole number" in ex.verdict("3.2", 20.5)[1]
+    for wrong in (12, 20.5, 25):
+        assert "21 " not in ex.verdict("3.2", wrong)[1] and "21." not in ex.verdict("3.2", wrong)[1]
 
 
 def test_exercise_3_3_accepts_every_correct_cached_loop(pretrained):
@@ -501,8 +501,9 @@ def test_exercise_3_4_accepts_each_justified_way_of_counting_the_weights():
 def test_solutions_run_in_a_notebook_namespace_without_touching_its_names(pretrained):
     model, tok = pretrained
     namespace = {"il": il, "torch": torch, "counting": counting, "model": model, "tok": tok,
-                 "cfg": model.config, "answer": None, "answer_31": None, "answer_32": None, "ids": [1, 2, 3]}
-    for key in ("3.1", "3.2", "3.3", "3.4"):
+                 "cfg": model.config, "answer": None, "answer_31": None, "answer_32": None, "answer_35": None,
+                 "ids": [1, 2, 3], "prefill_in_steps": 9.5}
+    for key in ("3.1", "3.2", "3.3", "3.4", "3.5"):
         assert ex.run_solution(key, namespace) == [], key
     assert namespace["cfg"] is model.config and namespace["answer"] is None
 
@@ -515,3 +516,65 @@ def test_check_prints_and_never_raises(capsys):
     assert "waiting for your answer" in capsys.readouterr().out
     ex.solution("3.3")
     assert "KVCache" in capsys.readouterr().out
+
+
+# --- exercise 3.5: a prediction checked against the learner's own measurement --------------------------
+
+@pytest.mark.parametrize("guess, measured, ok", [
+    (10, 7.0, True), (20, 7.0, True), (3, 7.0, True), (200, 7.0, False), (100, 7.0, False), (1, 7.0, False),
+    (0, 7.0, False), (-5, 7.0, False), (30, 12.0, True), (150, 120.0, True)])
+def test_exercise_3_5_judges_the_guess_against_the_measurement(guess, measured, ok):
+    assert ex.verdict("3.5", guess, measured=measured)[0] is ok
+
+
+def test_exercise_3_5_needs_the_measurement_and_a_number():
+    ok, message = ex.verdict("3.5", 10)
+    assert not ok and "measured=prefill_in_steps" in message
+    ok, message = ex.verdict("3.5", "ten", measured=7.0)
+    assert not ok and "number" in message
+    assert ex._load("3.5").measured == "prefill_in_steps"
+    ok, message = ex.verdict("3.5", 200, measured=7.0)
+    assert "one decode step per prompt token" in message
+
+
+def test_compare_guess_is_neutral_until_a_guess_is_written():
+    assert part3.compare_guess(None, 3.0, "ratio").startswith("… no guess written yet (ratio)")
+    assert part3.compare_guess(5, 3.04, "ratio") == "ratio: you guessed 5, measured 3.0."
+
+
+# --- the live widgets: one output with the widget, its default picture and a sentence -------------------
+
+def _bundle(live_widget):
+    return live_widget._repr_mimebundle_()
+
+
+def test_cache_widget_carries_its_default_picture_and_follows_the_sliders(trace, byte_tokenizer):
+    w = viz.cache_widget(trace, byte_tokenizer, step=2, layer=1, head=-1)
+    bundle = _bundle(w)
+    assert "image/png" in bundle and bundle["text/plain"].startswith("Live widget: sliders for the generation step")
+    controls = {c.description: c for c in w.widget.children[:-1]}
+    assert controls["step"].value == 2 and controls["step"].max == len(trace.steps) - 1
+    assert controls["layer"].max == trace.config.n_layer - 1
+    assert controls["head"].value == -1 and len(controls["head"].options) == trace.config.n_head + 1
+    for step, layer, head in [(0, 0, -1), (5, 1, 3)]:  # what the callback draws for values a learner could set
+        fig = viz.cache_step_view(trace, byte_tokenizer, step, layer, head)
+        assert f"step {step}:" in fig.axes[0].get_title(loc="left")
+
+
+def test_memory_widget_carries_its_default_picture_and_checks_its_defaults():
+    w = viz.memory_widget()
+    bundle = _bundle(w)
+    assert "image/png" in bundle and "calculator" in bundle["text/plain"]
+    controls = {c.description: c for c in w.widget.children[:-1]}
+    assert controls["model"].value == "llama-3-8b" and controls["tokens"].value == 8192
+    assert controls["sequences"].value == 16 and controls["format"].value == "float16" and controls["GB"].value == 80
+    fig = viz.memory_view("llama-2-70b", 32768, 8, "4-bit", 141)   # a learner's choice
+    assert "llama-2-70b" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="seq_len"):
+        viz.memory_widget(seq_len=1000)
+
+
+def test_figures_are_drawn_at_150_dpi_or_more():
+    assert viz.DPI >= 150
+    assert viz.memory_view().dpi >= 150
+

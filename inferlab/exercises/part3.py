@@ -1,4 +1,5 @@
-"""Exercises of notebook 03 (prefill, decoding and the KV cache): ``ex.check("3.1", answer_31)`` ... ``"3.4"``.
+"""Exercises of notebook 03 (prefill, decoding and the KV cache): ``ex.check("3.1", answer_31)`` ... ``"3.5"``
+(3.5 is a prediction, checked against the learner's own measurement).
 
 Every check recomputes the right answer with the package's own code (``counting``, the bundled model,
 ``il.generate``), so it tests the idea, not a number copied from the notebook. Hints say what is wrong
@@ -17,7 +18,7 @@ import torch
 from . import as_number as _number, is_close as _close, exercise
 
 EX31 = {"model": "qwen2.5-0.5b", "seq_len": 32768, "dtype": torch.bfloat16}
-EX32 = {"model": "llama-2-7b", "seq_len": 4096, "memory_gb": 80, "dtype": torch.float16}
+EX32 = {"model": "llama-2-7b", "seq_len": 6000, "memory_gb": 80, "dtype": torch.float16}  # 6,000: not a calculator setting
 EX33_CASES = (("The return value of a function is", 8), ("Lists are mutable sequences", 5))
 EX34 = {"model": "llama-3-8b", "batch_size": 16, "dtype": torch.float16, "params_by_name": 8e9}
 UNITS = (("GB (10^9 bytes)", 1e9), ("GiB (2^30 bytes)", 2 ** 30), ("MB (10^6 bytes)", 1e6),
@@ -78,7 +79,7 @@ def _verify_bytes(answer):
 
 @exercise(
     "3.2",
-    question=("Llama-2-7B in float16 serves sequences of 4,096 tokens on an 80 GB accelerator (GB = 10^9 bytes). "
+    question=("Llama-2-7B in float16 serves sequences of 6,000 tokens on an 80 GB accelerator (GB = 10^9 bytes). "
               "How many whole sequences' KV caches fit beside the weights? Give an int (a number of sequences)."),
     solution='''
 The weights take their share first; what is left holds whole sequences' caches:
@@ -88,9 +89,9 @@ The weights take their share first; what is left holds whole sequences' caches:
     from inferlab import counting
     llama = il.MODEL_CONFIGS["llama-2-7b"]
     llama_weights = counting.weight_bytes(llama, torch.float16)     # 13.48e9 bytes
-    llama_per_sequence = il.kv_cache_bytes(llama, 4096)             # 2.147e9 bytes (multi-head: 512 KiB/token)
-    answer_32 = int((80e9 - llama_weights) // llama_per_sequence)   # 30
-    # the same with the package: counting.max_concurrent_sequences(llama, 4096, 80)
+    llama_per_sequence = il.kv_cache_bytes(llama, 6000)             # 3.146e9 bytes (multi-head: 512 KiB/token)
+    answer_32 = int((80e9 - llama_weights) // llama_per_sequence)   # 21
+    # the same with the package: counting.max_concurrent_sequences(llama, 6000, 80)
 
 A real server keeps some memory for activations and fragmentation too, so it fits a few fewer.
 ''')
@@ -121,7 +122,7 @@ def _verify_fit(answer):
                        "Work in bytes throughout (accelerator memory is sold in 10^9 bytes).")
     if value != int(value):
         return False, "Give a whole number of sequences (an int): a sequence whose cache only partly fits does not fit."
-    return False, "Hint: (memory in bytes - weight bytes) // (KV cache bytes of one 4,096-token sequence)."
+    return False, "Hint: (memory in bytes - weight bytes) // (KV cache bytes of one 6,000-token sequence)."
 
 
 @lru_cache(maxsize=1)
@@ -314,3 +315,55 @@ def _verify_crossover(answer):
         return False, ("That counts every query head (32) in the cache; Llama-3-8B caches only its 8 key/value "
                        "heads (grouped-query attention).")
     return False, "Hint: weight bytes / (KV cache bytes per token x 16 sequences), rounded up."
+
+
+EX35_PROMPT_TOKENS = 200   # notebook 03 times the generation of a 200-token prompt
+EX35_FACTOR = 3            # a prediction within this factor of the measurement counts as right
+
+
+@exercise(
+    "3.5",
+    question=("Predict, before measuring: the prefill of a 200-token prompt (the time to first token) costs how "
+              "many decode steps of the same model (time to first token / time per output token)? A number."),
+    solution='''
+Reason from what each pass does. A decode step pushes one token through every weight matrix; the prefill
+pushes all 200 together, as one matrix multiplication per weight matrix, so the weights are read once and
+the arithmetic runs in parallel. It costs far fewer than 200 steps, but more than one (it does 200 times
+the arithmetic). A prediction has no single right number; the checker accepts a guess within a factor of
+3 of your measurement. What you measured:
+
+    answer_35 = prefill_in_steps   # time to first token / time per output token, measured in section 1
+
+On a GPU the prefill is even closer to one step: it has far more arithmetic units idle during decoding.
+''', measured="prefill_in_steps")
+def _verify_prefill_steps(answer, measured):
+    if isinstance(answer, str):
+        return False, "Give a number (for example 30), not text."
+    guess, steps = _number(answer), _number(measured)
+    if steps <= 0:
+        raise ValueError("the measurement must be a positive number of decode steps")
+    said = f"You predicted {guess:g} decode steps; your measurement gave {steps:.1f}."
+    if steps / EX35_FACTOR <= guess <= steps * EX35_FACTOR:
+        return True, (f"{said} Far fewer than one step per prompt token: the 200 tokens go through each weight "
+                      f"matrix together." if steps < EX35_PROMPT_TOKENS / 2 else
+                      f"{said} (Your machine gave the prefill little advantage; a busy machine does that: run the "
+                      f"measuring cell again.)")
+    if guess <= 0:
+        return False, f"{said} A time ratio is positive: the prefill takes at least some time."
+    if guess >= EX35_PROMPT_TOKENS / 2 and steps < EX35_PROMPT_TOKENS / 2:
+        return False, (f"{said} You expected about one decode step per prompt token. The prefill gives the model "
+                       f"all 200 tokens in one pass: each weight matrix is read once and multiplied by 200 rows "
+                       f"at a time, which costs far less than 200 separate passes.")
+    if guess < steps:
+        return False, (f"{said} More than a factor of {EX35_FACTOR} below: the prefill does 200 times the "
+                       f"arithmetic of a step, and on this machine that was not free.")
+    return False, f"{said} More than a factor of {EX35_FACTOR} off: compare the work of one pass over 200 tokens with 200 passes."
+
+
+def compare_guess(guess, measured: float, what: str, fmt: str = "{:.1f}") -> str:
+    """The line a predict-then-measure cell of notebook 03 prints: a neutral reminder while ``guess`` is
+    None, else the guess beside the measurement."""
+    if guess is None or guess is ...:
+        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
+    return f"{what}: you guessed {guess}, measured {fmt.format(measured)}."
+

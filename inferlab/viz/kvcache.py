@@ -8,6 +8,9 @@ widgets' values as plain arguments:
   over all query heads);
 * ``memory_view(config_name, seq_len, batch_size, dtype_name, memory_gb)``: the KV cache calculator.
 
+``cache_widget`` and ``memory_widget`` put each widget and a picture of its default state (drawn by the
+same callback) in one output (``inferlab.viz.live``).
+
 ``plot_context_sweep`` draws the long-context measurement (``phases.context_sweep``).
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..config import get_config
 from ..counting import kv_cache_bytes
@@ -23,7 +27,7 @@ from ..phases import (attention_kind, decode_flops, format_bytes, format_bytes_b
                       prefill_flops)
 from .inference import _drawable, _safe, token_label
 
-DPI = 90
+DPI = 150   # legible at GitHub's width
 KIND_COLORS = {"contiguous": "#3b75af", "concat": "#e1812c", "none": "#c03d3e"}
 KIND_LABELS = {"contiguous": "KV cache, preallocated (KVCache)", "concat": "KV cache, grown by torch.cat",
                "none": "no cache: recompute everything"}
@@ -214,7 +218,7 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
     cfg = get_config(config_name)
     dtype = DTYPES[dtype_name]
     b = memory_budget(cfg, int(seq_len), int(batch_size), float(memory_gb), dtype)
-    fig = Figure(figsize=(10, 3.2), dpi=DPI)
+    fig = Figure(figsize=(10, 4.0), dpi=DPI)
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     ax1.barh([0], [b["weights"] / 1e9], color="#8c8c8c", label=f"weights {format_bytes(b['weights'])}")
     ax1.barh([0], [b["cache"] / 1e9], left=[b["weights"] / 1e9], color=ATTENTION_COLORS[attention_kind(cfg)],
@@ -231,7 +235,7 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
                  f"it cannot read that far (the bars: what its cache would take)")
     ax1.set_title(f"{cfg.name}, {batch_size} x {int(seq_len):,} tokens, {dtype_name}: {verdict}\n{reach}",
                   fontsize=9, color="#c03d3e" if b["exceeds_context"] else "black")
-    ax1.legend(fontsize=8, loc="upper right")
+    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     lengths = np.unique(np.geomspace(512, 131072, 40).astype(int))
     cache_gb = [kv_cache_bytes(cfg, int(n), int(batch_size), dtype) / 1e9 for n in lengths]
     ax2.plot(lengths, cache_gb, color=ATTENTION_COLORS[attention_kind(cfg)], label=f"KV cache, batch {batch_size}")
@@ -249,8 +253,10 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
     ax2.set_ylabel("GB")
     ax2.set_title(f"{attention_kind(cfg)} attention: {format_bytes_binary(b['bytes_per_token'])} per token",
                   fontsize=9)
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))  # plain labels
+    ax2.yaxis.set_minor_formatter(NullFormatter())
     ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=7, loc="upper left")
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -291,3 +297,50 @@ def plot_context_sweep(sweep) -> Figure:
                      xytext=(8, -28), textcoords="offset points", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --- the live widgets of notebook 03 ----------------------------------------------------------------------
+
+def cache_widget(trace, tok, step: int = 4, layer: int = 0, head: int = -1):
+    """Notebook 03's generation slider over ``trace`` (``phases.trace_cache``): step, layer and query head
+    (``cache_step_view``), with a picture of the default state."""
+    import ipywidgets as widgets
+    from .live import live
+    cfg = trace.config
+    heads = [("mean of heads", -1)] + [(f"head {h}", h) for h in range(cfg.n_head)]
+    controls = {"step": widgets.IntSlider(value=step, min=0, max=len(trace.steps) - 1, continuous_update=False),
+                "layer": widgets.IntSlider(value=layer, min=0, max=cfg.n_layer - 1, continuous_update=False),
+                "head": widgets.Dropdown(options=heads, value=head)}
+    widget = widgets.interactive(lambda step, layer, head: cache_step_view(trace, tok, step, layer, head), **controls)
+    return live(widget, cache_step_view(trace, tok, step, layer, head),
+                "sliders for the generation step, the layer and the query head; red rows are written in that step, "
+                "blue ones read back from the cache")
+
+
+MEMORY_DEFAULTS = {"config_name": "llama-3-8b", "seq_len": 8192, "batch_size": 16, "dtype_name": "float16",
+                   "memory_gb": 80}
+
+
+def memory_widget(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size: int = 16,
+                  dtype_name: str = "float16", memory_gb: float = 80):
+    """Notebook 03's KV cache calculator (``memory_view``): model, tokens per sequence, sequences, number
+    format and accelerator memory, with a picture of the default state."""
+    import ipywidgets as widgets
+    from ..config import MODEL_CONFIGS
+    from .live import live
+    lengths = [2 ** k for k in range(9, 18)]
+    if seq_len not in lengths:
+        raise ValueError(f"seq_len must be one of {lengths}, got {seq_len}")
+    memories = sorted({24, 40, 80, 141, 192, memory_gb})
+    controls = {
+        "config_name": widgets.Dropdown(options=list(MODEL_CONFIGS), value=config_name, description="model"),
+        "seq_len": widgets.SelectionSlider(options=lengths, value=seq_len, description="tokens"),
+        "batch_size": widgets.IntSlider(value=batch_size, min=1, max=256, description="sequences",
+                                        continuous_update=False),
+        "dtype_name": widgets.Dropdown(options=list(DTYPES), value=dtype_name, description="format"),
+        "memory_gb": widgets.Dropdown(options=memories, value=memory_gb, description="GB")}
+    widget = widgets.interactive(memory_view, **controls)
+    return live(widget, memory_view(config_name, seq_len, batch_size, dtype_name, memory_gb),
+                "a calculator: pick a model, tokens per sequence, number of sequences, number format and "
+                "accelerator memory; the bars show weights and KV cache against that memory")
+
