@@ -1,5 +1,6 @@
 """Notebook 04: the roofline explorer's callback, the plots, and the exercises' checks."""
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -82,13 +83,13 @@ RIGHT = {
     "4.2": lambda: profiling.critical_batch(il.MODEL_CONFIGS["llama-3-8b"], 1, profiling.hardware_roof("h100"),
                                             torch.bfloat16),
     "4.3": lambda: 2.039e12 / counting.step_count(il.MODEL_CONFIGS["llama-2-7b"], 1, 1, 1, torch.float16).bytes,
-    "4.4": lambda: 0.5 + 0.8 * 0.5 / (2 * (1 - 0.8)),
+    "4.4": lambda: 0.5 + 0.75 * 0.5 / (2 * (1 - 0.75)),
 }
 WRONG = {
     "4.1": [8.0, 2 * answer_41(), answer_41() / 2, 1.0, 1 / answer_41(), 3.0, "six"],
     "4.2": [295.3, 594, 1, 10_000, 290],
     "4.3": [77.0, 23610.0, 1000.0, 2.039e12 / 14e9, 120.0],
-    "4.4": [0.5, 1.0, 3.0, 2.5, None],
+    "4.4": [0.5, 0.75, 3.0, 2.0, None],
 }
 # other answers the lessons' own rules justify
 ALSO_RIGHT = {
@@ -129,8 +130,8 @@ def test_exercise_hints_name_the_mistake():
     assert "2 bytes each" in ex.verdict("4.2", 594)[1]
     assert "compute limit" in ex.verdict("4.3", 23610.1)[1]
     assert "7 billion" in ex.verdict("4.3", 2.039e12 / 14e9)[1]
-    assert "waiting alone" in ex.verdict("4.4", 1.0)[1]
-    assert "M/M/1" in ex.verdict("4.4", 2.5)[1]
+    assert "waiting alone" in ex.verdict("4.4", 0.75)[1]
+    assert "M/M/1" in ex.verdict("4.4", 2.0)[1]
 
 
 @pytest.mark.parametrize("key", sorted(WRONG))
@@ -145,9 +146,76 @@ def test_exercise_feedback_never_gives_the_answer(key):
 def test_solutions_run_in_a_notebook_namespace_without_touching_it():
     # names the notebook has: a solution must not rebind them (cfg, c, roof, ...), and must import what it uses
     namespace = {"cfg": il.MODEL_CONFIGS["inferlab-main"], "c": object(), "roof": MACHINE, "model": object(),
-                 "answer_41": None, "answer_42": None, "answer_43": None, "answer_44": None}
-    for key in RIGHT:
+                 "answer_41": None, "answer_42": None, "answer_43": None, "answer_44": None, "answer_45": None,
+                 "regime_change": {"roofline": profiling.critical_batch(il.MODEL_CONFIGS["gpt2"], 16, MACHINE),
+                                   "sweep": None, "ridge": MACHINE.ridge}}
+    for key in list(RIGHT) + ["4.5"]:
         assert ex.run_solution(key, namespace) == [], key
+
+
+# --- 4.5: a prediction checked against the learner's own measurement --------------------------------------
+
+def _measured(roof, sweep=None):
+    return {"roofline": profiling.critical_batch(il.MODEL_CONFIGS["gpt2"], 16, roof), "sweep": sweep,
+            "ridge": roof.ridge}
+
+
+@pytest.mark.parametrize("bandwidth, peak", [(10e9, 30e9), (50e9, 1e12), (100e9, 100e9)])
+def test_prediction_45_judged_against_the_measured_roofs(bandwidth, peak):
+    roof = profiling.machine_roof(bandwidth, peak)
+    m = _measured(roof)
+    twice_ridge = max(1, math.ceil(2 * roof.ridge))
+    assert ex.verdict("4.5", twice_ridge, m)[0], ex.verdict("4.5", twice_ridge, m)
+    assert ex.verdict("4.5", m["roofline"], m)[0]
+    assert not ex.verdict("4.5", 8 * twice_ridge, m)[0]
+    assert not ex.verdict("4.5", 1024, m)[0]
+    assert "waiting" in ex.verdict("4.5", None, m)[1]
+    assert "checked against your measurement" in ex.verdict("4.5", 5, None)[1]
+    assert not ex.verdict("4.5", "six", m)[0]
+
+
+def test_prediction_45_accepts_the_sweeps_own_change_and_names_the_mistakes():
+    roof = profiling.machine_roof(10e9, 60e9)      # ridge 6: the roofline says about batch 12
+    m = _measured(roof, sweep=64)                  # a machine whose sweep left the plateau later
+    assert ex.verdict("4.5", 40, m)[0]             # within 2x of what this machine did
+    assert not ex.verdict("4.5", 2, m)[0]
+    assert "Too high" in ex.verdict("4.5", 1000, m)[1]
+    assert "Too low" in ex.verdict("4.5", 1, m)[1]
+    m = _measured(profiling.machine_roof(10e9, 300e9))   # ridge 30: the change near batch 60
+    assert "ridge itself" in ex.verdict("4.5", 30, m)[1]
+    assert "2x" in ex.verdict("4.5", 200, m)[1]
+    for wrong in (30, 200, 1, 5000):
+        assert str(m["roofline"]) not in ex.verdict("4.5", wrong, m)[1]
+
+
+def test_compare_guess_lines():
+    from inferlab.exercises.part4 import compare_guess
+    assert compare_guess(None, 3.0, "bandwidth").startswith("… no guess")
+    assert "within 2x" in compare_guess(4.0, 3.0, "bandwidth")
+    assert "too high" in compare_guess(30.0, 3.0, "bandwidth") and "too low" in compare_guess(0.3, 3.0, "x")
+    assert "write a number" in compare_guess("fast", 3.0, "x")
+
+
+def test_overhead_model_and_widgets():
+    base = il.MODEL_CONFIGS["inferlab-main"]
+    p = viz.overhead_prediction(base, MACHINE, fixed_ms=20.0)
+    assert p["crossover"] in p["widths"] and p["total_s"][0] > p["fixed_s"]
+    assert viz.overhead_prediction(base, MACHINE, fixed_ms=0.0)["crossover"] == p["widths"][0]
+    assert viz.overhead_prediction(base, MACHINE, fixed_ms=1e6)["crossover"] is None
+    bigger_batch = viz.overhead_prediction(base, MACHINE, fixed_ms=20.0, batch_size=256)
+    assert bigger_batch["crossover"] <= p["crossover"]      # more work per step leaves the overhead regime sooner
+    for fixed, batch in ((0.01, 1), (100.0, 256), (3.0, 16)):   # values a learner can set with the sliders
+        assert isinstance(viz.overhead_view(fixed, batch, base, MACHINE, {64: 0.01, 256: 0.02}), Figure)
+    with pytest.raises(ValueError, match="fixed_ms"):
+        viz.overhead_prediction(base, MACHINE, fixed_ms=-1)
+    with pytest.raises(ValueError, match="d_model"):
+        viz.scaled_config(base, 100)
+    with pytest.raises(TypeError, match="roof"):
+        viz.overhead_prediction(base, "fast", 1.0)
+    text = viz.overhead_widget(base, MACHINE, 17.3)._repr_mimebundle_()["text/plain"]
+    assert text.startswith("Live widget:") and "fixed cost" in text
+    bundle = viz.roofline_widget(MACHINE, hardware=viz.MACHINE, config_name="gpt2", dtype_name="float32")._repr_mimebundle_()
+    assert "image/png" in bundle and "Live widget:" in bundle["text/plain"]
 
 
 # --- the committed notebook ----------------------------------------------------------------------------
@@ -156,7 +224,7 @@ def test_solutions_run_in_a_notebook_namespace_without_touching_it():
 def test_notebook_is_committed_clean():
     nb = json.loads(NOTEBOOK.read_text())
     sources = ["".join(c["source"]) for c in nb["cells"]]
-    for key in ("4.1", "4.2", "4.3", "4.4"):
+    for key in ("4.1", "4.2", "4.3", "4.5"):
         assert any(f'ex.check("{key}"' in s for s in sources), key
     assert not any("ex.solution(" in s and not s.lstrip().startswith("#") for s in sources if "answer" in s)
     assert "FULL_RUN = False" in sources[1]

@@ -1,4 +1,5 @@
-"""Exercises of notebook 04 (bottlenecks): ``ex.check("4.1", answer)`` ... ``"4.4"``.
+"""Exercises of notebook 04 (bottlenecks): ``ex.check("4.1", answer)`` ... ``"4.5"`` (4.4 sits in the deep
+dive 04b; 4.5 is a prediction checked against the learner's own measured roofs and batch sweep).
 
 Every check recomputes the right answer with the package's own code (``counting``, ``profiling``,
 ``queueing``), so it tests the idea, not a number copied from the notebook.
@@ -13,7 +14,7 @@ from . import as_number as _number, is_close as _close, exercise
 EX41 = {"model": "llama-2-7b", "batch_size": 8, "n_context": 1024, "dtype": torch.float16}
 EX42 = {"model": "llama-3-8b", "hardware": "h100", "n_context": 1, "dtype": torch.bfloat16}
 EX43 = {"model": "llama-2-7b", "hardware": "a100", "dtype": torch.float16}
-EX44 = {"rate": 1.6, "service_s": 0.5}
+EX44 = {"rate": 1.5, "service_s": 0.5}
 
 
 def _config(name):
@@ -157,15 +158,15 @@ def _verify_tokens(answer):
 
 @exercise(
     "4.4",
-    question=("A server answers one request at a time, each in exactly 0.5 s. Requests arrive at random, 1.6 per "
+    question=("A server answers one request at a time, each in exactly 0.5 s. Requests arrive at random, 1.5 per "
               "second on average (Poisson). What is the mean latency (waiting + service) in seconds? "
-              "(a float; section 9 gives the M/D/1 formula)"),
+              "(a float; the deep dive 04b gives the M/D/1 formula)"),
     solution='''
-The server is busy rho = 1.6 x 0.5 = 80% of the time. A random arrival waits on average
-rho x s / (2 (1 - rho)) = 0.8 x 0.5 / 0.4 = 1.0 s, then is served in 0.5 s:
+The server is busy rho = 1.5 x 0.5 = 75% of the time. A random arrival waits on average
+rho x s / (2 (1 - rho)) = 0.75 x 0.5 / 0.5 = 0.75 s, then is served in 0.5 s:
 
     from inferlab import queueing
-    answer_44 = queueing.md1_latency(1.6, 0.5)    # 1.5 s: three times the service time
+    answer_44 = queueing.md1_latency(1.5, 0.5)    # 1.25 s: two and a half times the service time
 
 At 95% busy it would be 5.25 s. The fix is not a faster part but serving several requests together.
 ''')
@@ -176,7 +177,7 @@ def _verify_queue(answer):
     if _close(value, expected, 0.02):
         return True, f"{expected:.2f} s: {expected - EX44['service_s']:.2f} s waiting in line + {EX44['service_s']} s served."
     if _close(value, EX44["service_s"], 0.02):
-        return False, "That is the service time alone; at 80% busy most arrivals find someone in front of them."
+        return False, "That is the service time alone; at 75% busy most arrivals find someone in front of them."
     if _close(value, expected - EX44["service_s"], 0.02):
         return False, "That is the waiting alone; add the service time."
     rho = EX44["rate"] * EX44["service_s"]
@@ -184,3 +185,70 @@ def _verify_queue(answer):
         return False, ("That is the M/M/1 formula, for service times that vary at random; here every request takes "
                        "exactly the same time (M/D/1), which halves the waiting.")
     return False, "Not yet: rho = rate x service; waiting = rho x service / (2 (1 - rho)); latency = waiting + service."
+
+
+def _regime_change(measured) -> dict:
+    """4.5's measurement: ``{"roofline": batch, "sweep": batch or None}`` (the notebook's ``regime_change``)."""
+    if not isinstance(measured, dict) or "roofline" not in measured:
+        raise TypeError("measured must be the notebook's regime_change dict ({'roofline': ..., 'sweep': ...})")
+    return measured
+
+
+@exercise(
+    "4.5",
+    question=("Predict, before the batch sweep: from which batch size on is a decode step of GPT-2's shape (float32, "
+              "context 16) compute-bound on THIS machine? Work it out from the ridge point you measured (an int)."),
+    measured="regime_change",
+    solution='''
+In float32 a weight is 4 bytes and each sequence in the batch does 2 FLOPs with it, so a decode step's
+intensity is about 2 x B / 4 = B / 2 FLOPs per byte. It reaches the ridge when B is about twice the ridge:
+
+    import math
+    answer_45 = max(1, math.ceil(2 * roof.ridge))   # roof: the measured roofs of section 2
+
+The sweep then shows where this machine's step really left its plateau (often earlier: small matmuls run
+below the square matmul's peak).
+''')
+def _verify_regime_change(answer, measured):
+    import math
+    value = _number(answer)
+    m = _regime_change(measured)
+    predicted = m["roofline"]
+    if predicted is None:
+        return False, "The roofline found no batch: run the measuring cells again."
+    accepted = [predicted] + ([m["sweep"]] if m.get("sweep") else [])
+    if value < 1:
+        return False, "A batch size is at least 1."
+    if any(a / 2 <= value <= 2 * a for a in accepted):
+        seen = (f"; the sweep saw the step grow in proportion from batch {m['sweep']}" if m.get("sweep")
+                else "; this sweep's repeats did not agree well enough to read the change off it")
+        return True, f"the measured roofs put the change at batch {predicted}{seen}."
+    ridge = m.get("ridge")
+    if ridge and _close(value, ridge, 0.1) and not any(a / 2 <= ridge <= 2 * a for a in accepted):
+        return False, "That is the ridge itself, in FLOPs per byte. Which batch gives a decode step that intensity?"
+    if any(value > 2 * a for a in accepted):
+        if ridge and any(a / 2 <= value / 2 <= 2 * a for a in accepted):
+            return False, "Too high by about 2x: a float32 weight is 4 bytes, and a batch of B does 2 x B FLOPs with it."
+        return False, ("Too high: the roofline puts the change much earlier. Decode intensity grows about B / 2 FLOPs "
+                       "per byte in float32; where does it meet the ridge you measured?")
+    return False, ("Too low: until a step's intensity reaches the ridge (peak FLOP/s / bandwidth), extra sequences "
+                   "ride along with weights read anyway. Decode intensity is about B / 2 FLOPs per byte in float32.")
+
+
+def compare_guess(guess, measured: float, what: str, fmt: str = "{:.1f}") -> str:
+    """The line a predict-then-measure cell of notebook 04 prints: a neutral reminder while ``guess`` is
+    None, else the guess beside the measurement and how far apart they are."""
+    if guess is None or guess is ...:
+        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
+    try:
+        g = float(guess)
+    except (TypeError, ValueError):
+        return f"{what}: you guessed {guess!r}, measured {fmt.format(measured)} (write a number to compare them)."
+    if g > 0 and measured > 0:
+        factor = max(g / measured, measured / g)
+        near = "within 2x: a good guess" if factor <= 2 else f"{factor:.0f}x {'too high' if g > measured else 'too low'}"
+        return f"{what}: you guessed {fmt.format(g)}, measured {fmt.format(measured)} ({near})."
+    return f"{what}: you guessed {fmt.format(g)}, measured {fmt.format(measured)}."
+
+
+__all__ = ["EX41", "EX42", "EX43", "EX44", "compare_guess"]
