@@ -178,14 +178,31 @@ def _forward_memory(model, x, y=None) -> tuple[int, int]:
     return watch.peak_bytes, saved_bytes
 
 
+def forward_memory(model, x, y=None) -> tuple[int, int]:
+    """(activations, saved) of one forward pass of ``model`` on ``x`` (notebook 01a): the most bytes of
+    the pass's tensors alive at once (``LiveTensors``), and of those the bytes autograd saved for the
+    backward pass. With targets ``y`` the pass runs as in training (loss included, graph kept until
+    the end); without, in inference mode. No backward pass runs and no weight changes."""
+    _check_batch(model, x, y)
+    return _forward_memory(model, x, y)
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes the optimizer keeps per weight tensor (AdamW: m and v; SGD with momentum: one buffer;
+    plain SGD: none), not counting its scalar step counters (notebook 01a)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    return _tensor_bytes(v for state in optimizer.state.values() for v in state.values()
+                         if isinstance(v, torch.Tensor) and v.dim() > 0)
+
+
 def _training_memory(model, optimizer, x, y) -> tuple[MemoryBreakdown, int]:
     activations, saved = _forward_memory(model, x, y)
     params = list(model.parameters())
     memory = MemoryBreakdown(
         weights=_tensor_bytes(params),
         gradients=_tensor_bytes(p.grad for p in params),
-        optimizer_state=_tensor_bytes(v for state in optimizer.state.values() for v in state.values()
-                                      if isinstance(v, torch.Tensor) and v.dim() > 0),
+        optimizer_state=optimizer_state_bytes(optimizer),
         activations=activations,
     )
     return memory, saved

@@ -269,3 +269,49 @@ def test_step_comparison_title_uses_the_ratio_the_notebook_prints():
     assert "3.1x" in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="time_ratio"):
         viz.plot_step_comparison(train_cost, infer_cost, time_ratio=-1)
+
+
+# --- issue 14: live widgets and the prediction of the step's cost -----------------------------------------
+
+def test_training_widget_carries_its_picture_and_moves(history):
+    shown = viz.training_widget(history)
+    bundle = shown._repr_mimebundle_()
+    assert "image/png" in bundle and "slider" in bundle["text/plain"]
+    slider = shown.widget.children[0]
+    assert slider.value == 100 // 3 and slider.max == 100
+    for step in (0, 55, 100):   # what a learner can set: the callback draws without error
+        slider.value = step
+    with pytest.raises(ValueError, match="step"):
+        viz.training_widget(history, step="late")
+
+
+def test_cost_widget_carries_its_picture_and_follows_the_sliders():
+    shown = viz.cost_widget({1: 300.0, 32: 1800.0}, 30.0, 0.3, 0.0)
+    assert "image/png" in shown._repr_mimebundle_()
+    watts, price, hardware = shown.widget.children[:3]
+    for w, p, h in ((5, 0.0, 0.0), (1000, 1.0, 5.0), (350, 0.15, 2.5)):
+        watts.value, price.value, hardware.value = w, p, h
+    with pytest.raises(ValueError, match="throughputs"):
+        viz.cost_widget({}, 30.0, 0.3)
+
+
+def test_exercise_1_5_prediction_is_judged_against_the_measurement():
+    assert ex._load("1.5").measured == "step_ratio"
+    assert not ex.verdict("1.5", 3.0)[0]                     # no measurement given
+    for measured in (2.5, 3.4, 5.3, 7.0):                    # quiet and busy machines
+        assert ex.verdict("1.5", 3.0, measured=measured)[0], measured
+    ok, message = ex.verdict("1.5", 1.0, measured=3.4)
+    assert not ok and "forward pass" in message
+    ok, message = ex.verdict("1.5", 0.3, measured=3.4)
+    assert not ok
+    ok, message = ex.verdict("1.5", 30.0, measured=3.4)
+    assert not ok and "high" in message
+    assert not ex.verdict("1.5", 1.5, measured=2.0)[0]      # near, but below what the backward pass alone adds
+    for wrong in (1.0, 30.0, 1.5):
+        assert "3.4" not in ex.verdict("1.5", wrong, measured=3.4)[1]
+    assert ex.run_solution("1.5", {"ex": ex, "step_ratio": 3.4}) == []
+
+
+def test_compare_guess_waits_then_compares():
+    assert "no guess" in part1.compare_guess(None, 2.0, "gain")
+    assert part1.compare_guess(4, 6.123, "gain") == "gain: you guessed 4, measured 6.1."

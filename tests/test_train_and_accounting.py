@@ -195,3 +195,29 @@ def test_train_says_when_the_time_budget_stopped_it():
     for bad in (0, -1, "10", True):
         with pytest.raises(ValueError, match="max_seconds"):
             train(il.GPT(CONFIG), periodic_data(), steps=3, batch_size=2, seq_len=8, max_seconds=bad, progress=False)
+
+
+def test_forward_memory_and_optimizer_state_bytes():
+    """Notebook 01a: training keeps what autograd saved, inference keeps nothing; SGD keeps no state,
+    momentum one buffer per weight, AdamW two."""
+    from inferlab.accounting import forward_memory, optimizer_state_bytes
+
+    torch.manual_seed(0)
+    model = il.GPT(il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=2, arch="llama", max_seq_len=64))
+    x, y = torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))
+    train_peak, saved = forward_memory(model, x, y)
+    infer_peak, infer_saved = forward_memory(model, x)
+    assert saved > 0 and infer_saved == 0 and train_peak > infer_peak
+    with pytest.raises(ValueError, match="y must be"):
+        forward_memory(model, x, y[:, :3])
+    weight_bytes = model.weight_bytes()
+    for make, copies in ((lambda p: torch.optim.SGD(p, lr=0.1), 0),
+                         (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), 1),
+                         (lambda p: torch.optim.AdamW(p), 2)):
+        m = copy.deepcopy(model)
+        opt = make(m.parameters())
+        m(x).sum().backward()
+        opt.step()
+        assert optimizer_state_bytes(opt) == copies * weight_bytes
+    with pytest.raises(TypeError, match="optimizer"):
+        optimizer_state_bytes("adam")

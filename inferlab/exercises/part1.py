@@ -180,3 +180,46 @@ def _verify_forward_passes(answer):
     if value in (expected + PASSES_CASE["prompts"], expected - PASSES_CASE["prompts"]):
         return False, "Close: the prompt's pass (prefill) already yields the first new token."
     return False, "Hint: how many forward calls did the hook count for one il.generate call?"
+
+
+@exercise(
+    "1.5",
+    question=("Predict, before timing them: one training step on a batch takes how many times the time of one "
+              "inference pass on the same batch? Give a number; it is checked against your own measurement."),
+    solution='''
+A training step runs the same forward pass as inference, then a backward pass that does about twice
+the forward's arithmetic (each matrix multiply needs two gradients: for its input and for its weight),
+then the optimizer's update of every weight. So about 1 + 2 = 3 forward passes' worth, a little more
+for the update and for saving activations:
+
+    answer_15 = 3.0
+
+On a model this small, the fixed cost of each torch operation blurs the arithmetic, so the measured
+ratio can land a little above or below; the check accepts any reasoning-based guess from 2 up that
+is within a factor of 2.5 of what your machine measured.
+''', measured="step_ratio")
+def _verify_step_ratio(answer, measured):
+    value, measured = _number(answer), _number(measured)
+    if measured <= 0:
+        raise ValueError("the measured ratio must be > 0")
+    if value <= 1:
+        return False, ("A training step contains a whole forward pass, the same one inference runs, and then more "
+                       "work: it cannot take less time than one pass.")
+    if value < measured / 2.5:
+        return False, ("Too low for what your machine measured: count the backward pass (each matrix multiply "
+                       "needs two gradients) and the optimizer's update, not only the forward pass.")
+    if value > measured * 2.5:
+        return False, ("Too high for what your machine measured: the backward pass is a few forward passes' "
+                       "worth of arithmetic, not tens.")
+    if value < 2:
+        return False, ("Your guess is near the measurement, but the reasoning behind it is missing: "
+                       "what does the backward pass cost against the forward pass?")
+    return True, "Forward + backward (about twice the forward) + an update: a few times one inference pass."
+
+
+def compare_guess(guess, measured: float, what: str, fmt: str = "{:.1f}") -> str:
+    """The line a predict-then-measure cell of notebook 01 prints: a neutral reminder while ``guess`` is
+    None, else the guess beside the measurement."""
+    if guess is None or guess is ...:
+        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
+    return f"{what}: you guessed {guess}, measured {fmt.format(measured)}."

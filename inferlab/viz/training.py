@@ -194,3 +194,45 @@ def cost_calculator(throughputs: dict, watts: float, price_per_kwh: float, hardw
     ax.margins(y=0.15)
     fig.tight_layout()
     return fig
+
+
+def training_widget(history, step: int | None = None):
+    """Notebook 01's training slider: the loss curve up to a step and the sample written then
+    (``training_snapshot``), shown with a picture of its default state (``viz.live.live``)."""
+    import ipywidgets as widgets
+    from .live import live
+
+    if not history.steps:
+        raise ValueError("this history has no steps: train first")
+    last = history.steps[-1]
+    step = last // 3 if step is None else min(max(_as_int(step, "step"), 0), last)
+    slider = widgets.IntSlider(value=step, min=0, max=last, step=5, description="step", continuous_update=False)
+
+    def show(step):   # returns nothing: the widget shows the figure once, as drawn
+        training_snapshot(history, step)
+
+    widget = widgets.interactive(show, step=slider)
+    return live(widget, training_snapshot(history, step),
+                "a slider over the training steps; it draws the loss curve up to the chosen step and the sample "
+                "the model wrote then")
+
+
+def cost_widget(throughputs: dict, watts: float, price_per_kwh: float, hardware_per_hour: float = 0.0):
+    """Notebook 01's cost calculator: sliders for the power draw, the electricity price and an hourly
+    hardware cost over the measured ``throughputs`` (``cost_calculator``), with its default picture."""
+    import ipywidgets as widgets
+    from .live import live
+
+    sliders = {"watts": widgets.FloatSlider(value=watts, min=5, max=1000, step=5, continuous_update=False),
+               "price_per_kwh": widgets.FloatSlider(value=price_per_kwh, min=0.0, max=1.0, step=0.01,
+                                                    description="per kWh", continuous_update=False),
+               "hardware_per_hour": widgets.FloatSlider(value=hardware_per_hour, min=0.0, max=5.0, step=0.05,
+                                                        description="hardware/h", continuous_update=False)}
+
+    def show(watts, price_per_kwh, hardware_per_hour):
+        cost_calculator(throughputs, watts, price_per_kwh, hardware_per_hour)
+
+    widget = widgets.interactive(show, **sliders)
+    return live(widget, cost_calculator(throughputs, watts, price_per_kwh, hardware_per_hour),
+                "sliders for the power draw, the electricity price and an hourly hardware cost; the bars show the "
+                "cost per million tokens at each measured throughput")
