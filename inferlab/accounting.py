@@ -49,9 +49,9 @@ class LiveTensors(TorchDispatchMode):
 
     ``watch.ops`` counts the operations; ``watch.peak_bytes`` is the most bytes of tensors created
     inside the block that were alive at the same moment (tensors that existed before, such as the
-    weights, are not counted; a view shares its tensor's memory and is counted once). A tensor
-    stays alive while anything holds it: the next layer, a variable, or autograd saving it for the
-    backward pass.
+    weights, are not counted, nor their views, such as a weight's transpose; a view shares its tensor's
+    memory and is counted once). A tensor stays alive while anything holds it: the next layer, a
+    variable, or autograd saving it for the backward pass.
     """
 
     def __init__(self):
@@ -66,10 +66,12 @@ class LiveTensors(TorchDispatchMode):
         self.ops += 1
         for ref in [r for r in self._live if r.expired()]:  # freed since the last operation
             self.live_bytes -= self._live.pop(ref)
+        inputs = {StorageWeakRef(t.untyped_storage()) for t in tree_leaves((args, kwargs or {}))
+                  if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 ref = StorageWeakRef(t.untyped_storage())
-                if ref not in self._live:
+                if ref not in self._live and ref not in inputs:  # a view or in-place result is no new memory
                     self._live[ref] = t.untyped_storage().nbytes()
                     self.live_bytes += self._live[ref]
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
@@ -162,7 +164,8 @@ def _inference_pass(model, x) -> None:
 def _forward_memory(model, x, y=None) -> tuple[int, int]:
     """(activations, saved): one untimed forward pass watched by ``LiveTensors``, with autograd saving
     for a backward pass when ``y`` is given (training) and in inference mode when not. ``saved`` is
-    the bytes autograd kept for the backward pass (``saved_tensors_hooks``; none in inference)."""
+    the bytes autograd kept for the backward pass (``saved_tensors_hooks``; none in inference), not counting
+    the weights it keeps a reference to (they exist anyway)."""
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.append(t), t)[1], lambda t: t):
         with LiveTensors() as watch:
@@ -172,7 +175,8 @@ def _forward_memory(model, x, y=None) -> tuple[int, int]:
                 model.train()
                 loss = _loss(model, x, y)
                 model.eval()
-    saved_bytes = _tensor_bytes(saved)
+    held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved_bytes = _tensor_bytes(t for t in saved if t.untyped_storage().data_ptr() not in held)  # not the weights
     if y is not None:
         del loss  # the graph and what it saved are freed here, without a backward pass or an update
     return watch.peak_bytes, saved_bytes
