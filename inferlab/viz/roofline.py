@@ -52,7 +52,7 @@ def plot_roofline(roofs, points=(), title: str = "") -> Figure:
     markers = iter("osD^vP*Xh<>")
     for j, (label, intensity, flops) in enumerate(points):
         ax.plot([intensity], [flops / 1e9], next(markers, "o"), ms=8, color=COLORS[(j + len(roofs)) % len(COLORS)],
-                markeredgecolor="black", label=f"{label}: {intensity:.2g} FLOP/B, {flops / 1e9:.3g} GFLOP/s")
+                markeredgecolor="black", label=f"{label}: {intensity:.3g} FLOP/B, {flops / 1e9:.3g} GFLOP/s")
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_axes(ax)
