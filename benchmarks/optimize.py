@@ -193,53 +193,56 @@ def main():
         print(f"\nspeculative decoding, greedy, {n_new} tokens x {len(PROMPTS)} prompts: c = {c:.3f} "
               f"(draft {t_draft * 1e3:.2f} ms / target {t_target * 1e3:.2f} ms per step)")
         print(f"{'gamma':>5} {'alpha':>6} {'tokens/pass':>11} {'identical':>9} {'speedup':>8} {'expected':>9} "
-              f"{'c loop':>7} {'expected':>9} {'other':>6}")
-        print("(expected: with c alone, then with c measured inside the loop; other: the share of the speculative "
-              "run's time spent outside both models' forward passes)")
+              f"{'verify/step':>11} {'from times':>10} {'other':>6}")
+        print("(expected: Leviathan et al.'s formula with c; verify/step: the target's verify pass of gamma + 1 tokens "
+              "inside the loop, in one-token target steps (the formula counts 1); from times: the speedup the loop's "
+              "own pass times predict, tokens x one-token step / (draft steps x draft step + passes x verify pass); "
+              "other: the share of the speculative run's time spent outside both models' forward passes)")
         greedy = {p: il.generate(model, tok, p, max_new_tokens=n_new).tokens for p in PROMPTS}
 
         def counted(**options):
             """One speculative run per prompt: (runs, identical to greedy?, alpha, target passes, draft steps, tokens,
-            c measured inside the loop)."""
+            verify pass / one-token step, speedup predicted from the loop's own pass times)."""
             runs = [speculative.speculative_generate(model, draft, tok, p, n_new, **options) for p in PROMPTS]
             rounds, steps = sum(r.rounds for r in runs), sum(r.draft_steps for r in runs)
-            c_loop = sum(r.draft_s for r in runs) / steps / (sum(r.target_s for r in runs) / rounds)
+            tokens = sum(len(r.tokens) for r in runs)
+            verify = sum(r.target_s for r in runs) / rounds
+            from_times = tokens * t_target / (sum(r.draft_s for r in runs) + rounds * verify)
             return (runs, all(r.tokens == greedy[p] for r, p in zip(runs, PROMPTS)),
-                    sum(r.accepted for r in runs) / sum(r.judged for r in runs), rounds, steps,
-                    sum(len(r.tokens) for r in runs), c_loop)
+                    sum(r.accepted for r in runs) / sum(r.judged for r in runs), rounds, steps, tokens,
+                    verify / t_target, from_times)
 
         best, best_options = 0.0, None
         for g in (1, 2, 3, 4, 6):
-            runs, identical, alpha, rounds, _, tokens, c_loop = counted(gamma=g)
+            runs, identical, alpha, rounds, _, tokens, verify, from_times = counted(gamma=g)
             per_pass = tokens / rounds
             speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, gamma=g))
             expected = speculative.expected_speedup(alpha, g, c)
-            expected_loop = speculative.expected_speedup(alpha, g, c_loop)
             other = 1 - sum(r.draft_s + r.target_s for r in runs) / sum(r.total_s for r in runs)
             print(f"{g:>5} {alpha:>6.2f} {per_pass:>11.2f} {str(identical):>9} {speedup:>7.2f}x {expected:>8.2f}x "
-                  f"{c_loop:>7.3f} {expected_loop:>8.2f}x {other:>6.1%}")
+                  f"{verify:>11.2f} {from_times:>9.2f}x {other:>6.1%}")
             results[f"speculative_gamma{g}_alpha"] = alpha
             results[f"speculative_gamma{g}_speedup"] = speedup
             results[f"speculative_gamma{g}_expected"] = expected
-            results[f"speculative_gamma{g}_expected_c_in_loop"] = expected_loop
+            results[f"speculative_gamma{g}_verify_pass_in_steps"] = verify
+            results[f"speculative_gamma{g}_expected_from_loop_times"] = from_times
             results[f"speculative_gamma{g}_time_outside_passes"] = other
             if speedup > best:
                 best, best_options = speedup, dict(gamma=g)
         # adaptive draft length: up to gamma drafts, ending a round's drafts after one the draft is unsure of.
-        # The formula needs one gamma; its count-based form is tokens / (draft steps x c + target passes).
+        # The formula needs one gamma; "from times" predicts from the counts and the loop's own pass times.
         print("\nadaptive draft length (min_confidence: end the drafts after a token the draft gave less than that)")
         print(f"{'gamma<=':>7} {'min_conf':>8} {'alpha':>6} {'drafts/pass':>11} {'tokens/pass':>11} {'identical':>9} "
-              f"{'speedup':>8} {'expected':>9}  (expected: from the counts, with c measured inside the loop)")
+              f"{'speedup':>8} {'from times':>10}")
         for g, conf in ((4, 0.15), (6, 0.2), (8, 0.2)):
             kw = dict(gamma=g, min_confidence=conf)
-            _, identical, alpha, rounds, steps, tokens, c_loop = counted(**kw)
-            expected = tokens / (steps * c_loop + rounds)
+            _, identical, alpha, rounds, steps, tokens, _, expected = counted(**kw)
             speedup = speedup_of(lambda p: speculative.speculative_generate(model, draft, tok, p, n_new, **kw))
             print(f"{g:>7} {conf:>8.2f} {alpha:>6.2f} {steps / rounds:>11.2f} {tokens / rounds:>11.2f} {str(identical):>9} "
-                  f"{speedup:>7.2f}x {expected:>8.2f}x")
+                  f"{speedup:>7.2f}x {expected:>9.2f}x")
             key = f"speculative_adaptive_gamma{g}_conf{round(conf * 100)}"
             results[f"{key}_speedup"] = speedup
-            results[f"{key}_expected"] = expected
+            results[f"{key}_expected_from_loop_times"] = expected
             if speedup > best:
                 best, best_options = speedup, kw
         # the best of eight noisy measurements is biased upwards: time the chosen setting again, afresh

@@ -534,3 +534,15 @@ def test_batching_sweep_alternates_and_reports_spread(byte_tokenizer):
     assert all(p.latency_s == p.timing.median_s and p.tpot_s > 0 for p in points)
     with pytest.raises(ValueError, match="batch_sizes"):
         measure.batching_sweep(model, byte_tokenizer, ["ab"], (0,))
+
+
+def test_a_kernel_that_fails_at_run_time_falls_back_to_dequantize(monkeypatch):
+    layer = quantize.QuantizedLinear(torch.nn.Linear(64, 32), "int8", path="kernel")
+    x = torch.randn(5, 64)
+    want = F.linear(x, layer.dequantized_weight(), layer.bias)
+
+    def missing(*args):
+        raise RuntimeError("no kernel for this shape")
+
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", missing)
+    assert torch.allclose(layer(x), want, atol=1e-5)

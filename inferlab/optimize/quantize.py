@@ -220,7 +220,13 @@ class QuantizedLinear(nn.Module):
     def forward(self, x):
         if self.scheme == "int8":
             path = fastest_int8_path(x.device, x.dtype) if self.path == "auto" else self.path
-            return int8_linear(x, self.qweight, self.scale, path, self.bias)
+            try:
+                return int8_linear(x, self.qweight, self.scale, path, self.bias)
+            except (RuntimeError, NotImplementedError):
+                if path == "dequantize":
+                    raise
+                # no kernel for this shape or device: the plain way
+                return int8_linear(x, self.qweight, self.scale, "dequantize", self.bias)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized_weight(x.dtype), bias)
 

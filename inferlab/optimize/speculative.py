@@ -50,8 +50,9 @@ class SpeculativeResult:
 
     @property
     def step_cost_ratio(self) -> float:
-        """c as it happened: mean draft step / mean target pass (each model's weights evict the other's
-        from the CPU caches, so this is usually higher than the two models timed alone)."""
+        """Mean draft step / mean target verify pass inside the loop. Not Leviathan et al.'s c, which divides
+        by one ordinary one-token target step (``measure.step_cost``): a verify pass scores gamma + 1 tokens
+        and costs more than that."""
         if not self.draft_steps or not self.rounds:
             return float("nan")
         return (self.draft_s / self.draft_steps) / (self.target_s / self.rounds)

@@ -59,8 +59,8 @@ def _speed_scatter(ax, formats: dict, selected: str | None = None):
     top = max(fewer.values()) * 1.15
     ax.plot([1, top], [1, top], ":", color="#888888", lw=1, label="time follows bytes (memory-bound)")
     ax.axhline(1.0, color="k", lw=0.8)
-    for key, marker, color, label in (("speedup", "o", "#3b75af", "bundled model (overhead-bound)"),
-                                      ("big_speedup", "s", "#c03d3e", "memory-bound model")):
+    for key, marker, color, label in (("speedup", "o", "#3b75af", "bundled model"),
+                                      ("big_speedup", "s", "#c03d3e", "memory-bound model (real-size layers)")):
         names = [n for n, f in formats.items() if f.get(key) is not None]
         ax.scatter([fewer[n] for n in names], [formats[n][key] for n in names], marker=marker, color=color, s=45,
                    label=label, zorder=3)
