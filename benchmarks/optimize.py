@@ -3,7 +3,8 @@
     python benchmarks/optimize.py             # a few minutes on a laptop CPU
     python benchmarks/optimize.py --quick     # fewer repeats and tokens
     python benchmarks/optimize.py --compile   # also torch.compile (adds a minute or more of compilation)
-    python benchmarks/optimize.py --quick --skip-speculative   # the weight formats only
+    python benchmarks/optimize.py --quick --skip-speculative   # everything but speculative decoding
+    python benchmarks/optimize.py --memory-bound-only --trials 5   # int8/bf16/fp16 decode on the memory-bound model
 
 Baseline: the bundled model in float32, one request at a time, ``eval()`` + ``torch.inference_mode()``.
 Speed ratios are baseline time / technique time (higher is faster), measured side by side in this run;
@@ -45,6 +46,34 @@ from inferlab.train import token_tensor  # noqa: E402
 PROMPTS = ["The return value of a function is", "import os", "Lists are mutable sequences"]
 
 
+def memory_bound(args, repeats: int, results: dict) -> None:
+    """The weight formats on a memory-bound model: layers of a real shape with random weights, far bigger than
+    the CPU caches. Several alternating comparisons, so the spread across them shows how sure the ratios are."""
+    big = measure.memory_bound_model(args.big_shape, n_layer=args.big_layers)
+    big_made = {name: measure.in_format(big, name) for name in ("float32", "bfloat16", "float16", "int8")}
+    trials = [measure.format_speeds(big, tuple(big_made), repeats=repeats, models=big_made) for _ in range(args.trials)]
+    big_bytes = trials[0]["float32"].weight_bytes
+    print(f"\nmemory-bound model: {big.config.name}, {big.num_params():,} weights, {big_bytes / 1e6:.0f} MB in float32; "
+          f"decode step at context 64, {args.trials} alternating comparisons of {repeats} rounds each; int8 layers "
+          f"use the {quantize.fastest_int8_path(big.device, big.dtype)!r} path")
+    print(f"{'format':<9} {'MB/step':>8} {'step ms':>8} {'GB/s':>6} {'speedup: median of trials':>26} {'trials min-max':>15} "
+          f"{'logits moved':>13}")
+    for name in big_made:
+        meds = sorted(t[name].speedup.median for t in trials)
+        step = statistics.median(t[name].timing.median_s for t in trials)
+        wb = trials[0][name].weight_bytes
+        print(f"{name:<9} {wb / 1e6:>8.0f} {step * 1e3:>8.2f} {wb / step / 1e9:>6.1f} {statistics.median(meds):>25.2f}x "
+              f"{meds[0]:>7.2f}-{meds[-1]:.2f}x {trials[0][name].logits_error:>12.2%}")
+        if name != "float32":
+            results[f"memory_bound_{name}_speed"] = statistics.median(meds)
+            results[f"memory_bound_{name}_speed_min"] = meds[0]
+            results[f"memory_bound_{name}_speed_max"] = meds[-1]
+            results[f"memory_bound_{name}_memory"] = wb / big_bytes
+    print(busy_note(*(t[name].timing for t in trials for name in big_made)))
+    del big, big_made, trials
+    gc.collect()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -53,11 +82,19 @@ def main():
     ap.add_argument("--big-layers", type=int, default=4, help="layers of the memory-bound model")
     ap.add_argument("--trials", type=int, default=5, help="alternating comparisons on the memory-bound model")
     ap.add_argument("--skip-speculative", action="store_true", help="leave out speculative decoding (the longest part)")
+    ap.add_argument("--memory-bound-only", action="store_true",
+                    help="only the weight formats' decode speed on the memory-bound model")
     args = ap.parse_args()
     repeats = 5 if args.quick else 20
     n_new = 48 if args.quick else 96
     print(f"machine: {cpu_model()}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads")
+    if args.memory_bound_only:
+        results = {}
+        memory_bound(args, repeats, results)
+        for key, value in results.items():
+            print(f"{key}: {value:.4g}")
+        return
     model, tok = il.load_pretrained()
     draft, _ = il.load_pretrained("draft")
     heldout = token_tensor(tok, split_corpus(load_corpus())[1])
@@ -121,30 +158,7 @@ def main():
         results[f"{key}_loss_change_pct"] = change
     print(busy_note(*(r.timing for r in speeds.values())))
 
-    # 3b. the same formats on a memory-bound model: layers of a real shape with random weights, far bigger than
-    # the CPU caches. Several alternating comparisons, so the spread across them shows how sure the ratios are.
-    big = measure.memory_bound_model(args.big_shape, n_layer=args.big_layers)
-    big_made = {name: measure.in_format(big, name) for name in ("float32", "bfloat16", "float16", "int8")}
-    trials = [measure.format_speeds(big, tuple(big_made), repeats=repeats, models=big_made) for _ in range(args.trials)]
-    big_bytes = trials[0]["float32"].weight_bytes
-    print(f"\nmemory-bound model: {big.config.name}, {big.num_params():,} weights, {big_bytes / 1e6:.0f} MB in float32; "
-          f"decode step at context 64, {args.trials} alternating comparisons of {repeats} rounds each")
-    print(f"{'format':<9} {'MB/step':>8} {'step ms':>8} {'GB/s':>6} {'speedup: median of trials':>26} {'trials min-max':>15} "
-          f"{'logits moved':>13}")
-    for name in big_made:
-        meds = sorted(t[name].speedup.median for t in trials)
-        step = statistics.median(t[name].timing.median_s for t in trials)
-        wb = trials[0][name].weight_bytes
-        print(f"{name:<9} {wb / 1e6:>8.0f} {step * 1e3:>8.2f} {wb / step / 1e9:>6.1f} {statistics.median(meds):>25.2f}x "
-              f"{meds[0]:>7.2f}-{meds[-1]:.2f}x {trials[0][name].logits_error:>12.2%}")
-        if name != "float32":
-            results[f"memory_bound_{name}_speed"] = statistics.median(meds)
-            results[f"memory_bound_{name}_speed_min"] = meds[0]
-            results[f"memory_bound_{name}_speed_max"] = meds[-1]
-            results[f"memory_bound_{name}_memory"] = wb / big_bytes
-    print(busy_note(*(t[name].timing for t in trials for name in big_made)))
-    del big, big_made, trials
-    gc.collect()
+    memory_bound(args, repeats, results)
 
     # 5. grouped-query attention (one Llama-2-7B-shaped layer, random weights)
     gqa = measure.gqa_sweep(il.MODEL_CONFIGS["llama-2-7b"], (None, 8, 1), n_layer=1,
@@ -267,7 +281,7 @@ def main():
         aims += f"; speculative best {best:.2f}x, timed again {confirmed:.2f}x (aim >= 1.3)"
     print(aims)
     for key, value in results.items():
-        print(f"{key}: {value:.3f}")
+        print(f"{key}: {value:.4g}")
 
 
 if __name__ == "__main__":

@@ -177,6 +177,37 @@ def test_to_precision_copies_and_errors():
     assert precision.native_support("float32") == ["float32"]
     with pytest.raises(ValueError, match="unknown precision"):
         precision.to_precision(model, "int3")
+    with pytest.raises(ValueError, match="unknown path"):
+        precision.to_precision(model, "bfloat16", path="fast")
+
+
+@pytest.mark.parametrize("path", precision.GEMV_PATHS + ("auto",))
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_linear16_paths_give_the_same_model(path, dtype, byte_tokenizer):
+    """16-bit copies hold Linear16 layers: one row takes the chosen matrix-vector path, more rows the default;
+    every path gives the same product (up to 16-bit rounding), and the weights stay tied and shared."""
+    cfg = il.ModelConfig(vocab_size=256, d_model=64, n_layer=1, n_head=4, arch="llama", max_seq_len=32)
+    model = random_model(cfg)
+    half = precision.to_precision(model, dtype, path=path)
+    assert isinstance(half.blocks[0].mlp.up, precision.Linear16) and half.lm_head.weight is half.tok_emb.weight
+    layer = half.blocks[0].mlp.up
+    x = torch.randn(1, 1, 64).to(half.dtype)
+    want = F.linear(x.float(), layer.weight.float())
+    assert torch.allclose(layer(x).float(), want, atol=0.02)
+    assert torch.allclose(layer(x.expand(3, 2, 64)).float(), want.expand(3, 2, -1), atol=0.02)
+    out = il.generate(half, byte_tokenizer, "ab", max_new_tokens=4)
+    assert len(out.tokens) == 4
+    assert torch.backends.mkldnn.enabled   # the switch is restored after each call
+
+
+def test_gemv_paths_are_timed_per_shape(monkeypatch):
+    monkeypatch.setattr(precision, "_FASTEST", {})
+    times = precision.gemv_path_times("cpu", torch.bfloat16, 64, 32, repeats=2)
+    assert "default" in times and set(times) <= set(precision.GEMV_PATHS)
+    path = precision.fastest_gemv_path("cpu", torch.bfloat16, 64, 32)
+    assert precision.gemv_paths_chosen(torch.bfloat16) == {(64, 32): path}
+    with pytest.raises(ValueError, match="unknown path"):
+        precision.linear16(torch.randn(1, 4), torch.randn(3, 4), None, "fastest")
 
 
 # --- tiled attention ------------------------------------------------------------------------------------

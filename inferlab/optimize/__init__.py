@@ -3,7 +3,7 @@
 One idea per module:
 
 * ``quantize``: int8 per channel, q8_0 and q4_0 blocks (``quantize_model``);
-* ``precision``: bfloat16 / float16 against float32 (``to_precision``);
+* ``precision``: bfloat16 / float16 against float32 (``to_precision``, ``Linear16``);
 * ``tiled_attention``: the online softmax behind FlashAttention (``tiled_attention``);
 * ``speculative``: a draft model proposes, the target verifies (``speculative_generate``);
 * ``compile``: a static cache and ``torch.compile`` (opt-in);
@@ -14,7 +14,7 @@ from .compile import StaticKVCache, compile_model
 from .measure import (FORMATS, batching_sweep, decode_step_time, format_speeds, gqa_sweep, greedy_agreement,
                       heldout_loss, in_format, inference_mode_cost, memory_bound_model, quality_vs_reference,
                       speculative_sweep, step_cost)
-from .precision import PRECISIONS, native_support, to_precision
+from .precision import GEMV_PATHS, PRECISIONS, Linear16, fastest_gemv_path, native_support, to_precision
 from .quantize import (INT8_PATHS, SCHEMES, QuantizedEmbedding, QuantizedLinear, dequantize_tensor, fastest_int8_path,
                        int8_linear, quantize_model, quantize_tensor, quantized_bytes, weight_bytes)
 from .speculative import SpeculativeResult, expected_speedup, residual, speculative_generate
@@ -22,7 +22,8 @@ from .tiled_attention import largest_intermediate_bytes, standard_attention, til
 
 __all__ = ["StaticKVCache", "compile_model", "FORMATS", "batching_sweep", "decode_step_time", "format_speeds",
            "gqa_sweep", "greedy_agreement", "heldout_loss", "in_format", "inference_mode_cost", "memory_bound_model",
-           "quality_vs_reference", "speculative_sweep", "step_cost", "PRECISIONS", "native_support", "to_precision",
+           "quality_vs_reference", "speculative_sweep", "step_cost", "GEMV_PATHS", "PRECISIONS", "Linear16",
+           "fastest_gemv_path", "native_support", "to_precision",
            "INT8_PATHS", "SCHEMES", "QuantizedEmbedding", "QuantizedLinear", "dequantize_tensor", "fastest_int8_path",
            "int8_linear", "quantize_model", "quantize_tensor", "quantized_bytes", "weight_bytes", "SpeculativeResult", "expected_speedup", "residual",
            "speculative_generate", "largest_intermediate_bytes", "standard_attention", "tiled_attention"]
