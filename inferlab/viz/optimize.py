@@ -57,7 +57,7 @@ def _speed_scatter(ax, formats: dict, selected: str | None = None):
     base = formats[BASELINE]["weight_bytes"]
     fewer = {name: base / f["weight_bytes"] for name, f in formats.items()}
     top = max(fewer.values()) * 1.15
-    ax.plot([1, top], [1, top], ":", color="#888888", lw=1, label="time follows bytes (memory-bound)")
+    ax.plot([1, top], [1, top], ":", color="#888888", lw=1, label="speedup = fewer bytes (time follows bytes)")
     ax.axhline(1.0, color="k", lw=0.8)
     for key, marker, color, label in (("speedup", "o", "#3b75af", "bundled model"),
                                       ("big_speedup", "s", "#c03d3e", "memory-bound model (real-size layers)")):
@@ -65,7 +65,13 @@ def _speed_scatter(ax, formats: dict, selected: str | None = None):
         ax.scatter([fewer[n] for n in names], [formats[n][key] for n in names], marker=marker, color=color, s=45,
                    label=label, zorder=3)
         for n in names:
-            ax.annotate(n, (fewer[n], formats[n][key]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            if n == BASELINE and key != "speedup":
+                continue   # both models' float32 sit at (1, 1): label it once
+            # formats with the same bytes (bfloat16, float16): the lower one's label goes below its point
+            twins = [m for m in names if m != n and abs(fewer[m] - fewer[n]) < 0.05]
+            below = any(formats[m][key] > formats[n][key] for m in twins)
+            ax.annotate(n, (fewer[n], formats[n][key]), fontsize=7, xytext=(4, -9 if below else 3),
+                        textcoords="offset points")
     if selected is not None:
         for key in ("speedup", "big_speedup"):
             if formats[selected].get(key) is not None:
