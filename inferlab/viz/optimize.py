@@ -166,14 +166,7 @@ def plot_speculative(gammas, measured, expected, low=None, high=None) -> Figure:
     else:
         ax.plot(gammas, measured, "o-", color="#3b75af", label="measured")
     ax.plot(gammas, expected, "s--", color="#555555", label="expected (Leviathan et al.) from measured alpha and c")
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xlabel("gamma (draft tokens per round)")
-    ax.set_ylabel("speedup over the target alone")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish_speedup_axes(fig, ax)
 
 
 def speculative_view(alpha: float = 0.7, c: float = 0.3, max_gamma: int = 8, measured: dict | None = None) -> Figure:
@@ -194,9 +187,14 @@ def speculative_view(alpha: float = 0.7, c: float = 0.3, max_gamma: int = 8, mea
     if measured:
         ax.plot(list(measured), list(measured.values()), "o", color="#3b75af", label="measured here")
     best = int(gammas[int(np.argmax(expected))])
-    ax.axhline(1.0, color="k", lw=0.8)
     ax.set_title(f"best gamma {best}: {max(expected):.2f}x expected; a free draft caps tokens per pass at "
                  f"{1 / (1 - alpha):.1f}", fontsize=9)
+    return _finish_speedup_axes(fig, ax)
+
+
+def _finish_speedup_axes(fig, ax):
+    """Speedup against gamma, with the break-even line at 1 (both speculative plots)."""
+    ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xlabel("gamma (draft tokens per round)")
     ax.set_ylabel("speedup over the target alone")
     ax.set_ylim(bottom=0)
