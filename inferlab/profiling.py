@@ -20,7 +20,6 @@ import gc
 import math
 import numbers
 import os
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from .config import ModelConfig
 from .counting import StepCount, dtype_bytes, matmul_flops, step_count
 from .kvcache import KVCache
 from .model import GPT, attend, rope_tables
-from .timing import Timing, compare, measure, num_threads
+from .timing import Timing, compare, from_samples, measure, num_threads
 
 GB = 1e9
 MiB = 2 ** 20
@@ -522,13 +521,7 @@ def time_decode_batches(model: GPT, batch_sizes, n_context: int = 16, repeats: i
         for b, t in compare(steppers, repeats=1, warmup=warmup if i == 0 else 0, device=model.device).items():
             samples[b] += t.samples_s
     return [DecodeMeasurement(b, n_context, decode_count(model.config, b, n_context, model.dtype),
-                              _timing_of(samples[b])) for b in sizes]
-
-
-def _timing_of(samples: list) -> Timing:
-    q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
-    return Timing(statistics.median(samples), min(samples), q[2] - q[0], len(samples), torch.get_num_threads(),
-                  list(samples))
+                              from_samples(samples[b])) for b in sizes]
 
 
 def measured_critical_batch(batch_sizes, step_seconds) -> float:

@@ -59,7 +59,7 @@ def measure(fn, warmup: int = 1, repeats: int = 5, device=None, min_time_s: floa
         fn()
         synchronize(device)
         samples.append(time.perf_counter() - t0)
-    return _timing(samples)
+    return from_samples(samples)
 
 
 @contextmanager
@@ -102,7 +102,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _timing(samples: list) -> Timing:
+def from_samples(samples: list) -> Timing:
+    """A ``Timing`` (median, quartile spread) from seconds measured elsewhere, e.g. round by round."""
     q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) >= 2 else [samples[0]] * 3
     return Timing(statistics.median(samples), min(samples), q[2] - q[0], len(samples), torch.get_num_threads(),
                   list(samples))
@@ -129,7 +130,7 @@ def compare(fns: dict, repeats: int = 5, warmup: int = 1, device=None) -> dict:
             fn()
             synchronize(device)
             samples[name].append(time.perf_counter() - t0)
-    return {name: _timing(s) for name, s in samples.items()}
+    return {name: from_samples(s) for name, s in samples.items()}
 
 
 @dataclass
@@ -154,6 +155,11 @@ def paired_ratio(slow: Timing, fast: Timing) -> Ratio:
     ratios = [a / b for a, b in zip(slow.samples_s, fast.samples_s) if b > 0]
     if not ratios:
         raise ValueError("the timings have no paired samples")
+    return ratio_of(ratios)
+
+
+def ratio_of(ratios: list) -> Ratio:
+    """A ``Ratio`` (median and quartiles) from paired ratios computed elsewhere (e.g. served runs)."""
     q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) >= 2 else [ratios[0]] * 3
     return Ratio(statistics.median(ratios), q[0], q[2])
 

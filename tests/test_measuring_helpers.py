@@ -7,7 +7,7 @@ from inferlab.progress import progress, stopped_early
 
 
 def _timing(samples):
-    return timing._timing(samples)
+    return timing.from_samples(samples)
 
 
 def test_compare_alternates_and_pairs_samples():

@@ -138,7 +138,7 @@ def test_time_step_stages(small, tok, temperature, top_k, top_p):
 
 def _step_timing(stage_us: dict, whole_us: float, greedy_us: float = 10.0, jitter: float = 0.0):
     """A StepTiming built from chosen medians; ``jitter`` spreads the repeats (0.5 = a busy machine)."""
-    from inferlab.timing import _timing
+    from inferlab.timing import from_samples as _timing
     def reps(us):
         return _timing([us * 1e-6 * f for f in (1 - jitter, 1 - jitter / 2, 1, 1 + jitter / 2, 1 + jitter)])
     timings = {name: reps(us) for name, us in stage_us.items()}
