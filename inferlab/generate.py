@@ -72,8 +72,9 @@ def token_text(tok, token_id: int) -> str:
     return token_bytes(tok, token_id).decode("utf-8", errors="replace")
 
 
-def encode_prompt(tok, prompt, max_seq_len: int) -> list[int]:
-    """Prompt text (or ids) -> ids, with the bad-input checks every entry point shares."""
+def encode_prompt(tok, prompt, max_seq_len: int, vocab_size: int | None = None) -> list[int]:
+    """Prompt text (or ids) -> ids, with the bad-input checks every entry point shares. With ``vocab_size``,
+    ids outside ``[0, vocab_size)`` are refused here, at the door, not deep inside the model."""
     if isinstance(prompt, str):
         if not prompt:
             raise ValueError("prompt is empty: give at least one character")
@@ -86,6 +87,9 @@ def encode_prompt(tok, prompt, max_seq_len: int) -> list[int]:
             raise ValueError("prompt is empty: give at least one token id")
     else:
         raise TypeError(f"prompt must be a str or a list of token ids, got {type(prompt).__name__}")
+    if vocab_size is not None and not all(0 <= i < vocab_size for i in ids):
+        bad = next(i for i in ids if not 0 <= i < vocab_size)
+        raise ValueError(f"prompt token ids must lie in [0, vocab_size={vocab_size}), got {bad}")
     if len(ids) >= max_seq_len:
         raise ValueError(f"prompt is {len(ids)} tokens long; the model's context (max_seq_len) is {max_seq_len}, "
                          f"so a prompt may have at most {max_seq_len - 1} tokens")
@@ -102,13 +106,39 @@ def _check_max_new(max_new_tokens, prompt_len, max_seq_len):
                          f"context max_seq_len={max_seq_len}; ask for at most {max_seq_len - prompt_len} new tokens")
 
 
-def _check_stop(stop):
+def check_stop(stop) -> list[str]:
+    """``stop`` (None, a string or a list of strings) as a list; anything else is a clear error."""
     if stop is None:
         return []
+    if not isinstance(stop, (str, list, tuple)):
+        raise TypeError(f"stop must be a str or a list of str, got {type(stop).__name__}")
     stops = [stop] if isinstance(stop, str) else list(stop)
     if not all(isinstance(s, str) and s for s in stops):
         raise ValueError(f"stop must be a non-empty str or a list of non-empty str, got {stop!r}")
     return stops
+
+
+class TextAssembler:
+    """Generated token ids -> text, the way ``generate`` and the engine both show it: whole characters only,
+    cut before the first stop string, and held back while its end could still become one (so a stream never
+    shows text that a stop string later removes)."""
+
+    def __init__(self, tok, stop=None):
+        self.tok, self.stops = tok, check_stop(stop)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._holdback = max((len(s) for s in self.stops), default=1) - 1
+        self.text, self.shown, self.stopped, self.stop_string = "", 0, False, None
+
+    def add(self, token_id: int, last: bool = False) -> str:
+        """Append one token (``last``: no more will come); return the new text that is safe to show."""
+        self.text += self._decoder.decode(token_bytes(self.tok, token_id), final=last)
+        hits = [(self.text.find(s), s) for s in self.stops if s in self.text]
+        if hits:
+            at, self.stop_string = min(hits)
+            self.text, self.stopped, last = self.text[:at], True, True
+        ready = len(self.text) if last else max(self.shown, len(self.text) - self._holdback)
+        new, self.shown = self.text[self.shown:ready], ready
+        return new
 
 
 def _token_loop(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, on_logits=None):
@@ -159,14 +189,11 @@ def generate(model, tok, prompt, max_new_tokens: int = 50, temperature: float = 
 def _run(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop, trace, trace_top):
     start = time.perf_counter()
     check_sampling_args(temperature, top_k, top_p)
-    stops = _check_stop(stop)
+    text = TextAssembler(tok, stop)
     max_seq_len = model.config.max_seq_len
     ids = encode_prompt(tok, prompt, max_seq_len)
     _check_max_new(max_new_tokens, len(ids), max_seq_len)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    holdback = max((len(s) for s in stops), default=1) - 1  # text that could still become a stop string
-    tokens, text, steps, step_times = [], "", [], []
-    emitted = 0  # characters of text already streamed
+    tokens, steps, step_times = [], [], []
     finish = "length"
     was_training = model.training
     model.eval()
@@ -178,28 +205,23 @@ def _run(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
                 step_times.append(now - t_prev)
                 t_prev = now
                 tokens.append(token)
-                last = len(tokens) == max_new_tokens
-                text += decoder.decode(token_bytes(tok, token), final=last)
+                new_text = text.add(token, last=len(tokens) == max_new_tokens)
                 if trace:
                     probs = next_token_probs(logits, temperature if temperature > 0 else 1.0, top_k, top_p)
                     top = probs.topk(min(trace_top, probs.numel()))
                     steps.append(StepTrace(len(tokens) - 1, len(ids) + len(tokens) - 1, token, token_text(tok, token),
                                            [Candidate(int(i), token_text(tok, int(i)), float(p))
                                             for p, i in zip(top.values, top.indices)]))
-                hit = min((text.find(s) for s in stops if s in text), default=-1)
-                if hit >= 0:
-                    text, finish, last = text[:hit], "stop", True
-                ready = len(text) if last else max(emitted, len(text) - holdback)
-                yield StreamEvent(token, text[emitted:ready])
-                emitted = ready
-                if last:
+                yield StreamEvent(token, new_text)
+                if text.stopped:
+                    finish = "stop"
                     break
     finally:
         model.train(was_training)
     total = time.perf_counter() - start
     ttft = step_times[0]
     tpot = (total - ttft) / (len(tokens) - 1) if len(tokens) > 1 else 0.0
-    yield GenerationResult(text, tokens, ids, ttft, tpot, total, finish, steps if trace else None, step_times)
+    yield GenerationResult(text.text, tokens, ids, ttft, tpot, total, finish, steps if trace else None, step_times)
 
 
 def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: float = 0.0, top_k=None,

@@ -177,7 +177,8 @@ class GPT(nn.Module):
         return sum(p.numel() * p.element_size() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
-                pad_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+                pad_mask: torch.Tensor | None = None, last_only: bool = False,
+                logits_to_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for token ids ``idx [B, T]``.
 
         positions: ``[B, T]`` position of every token in its sequence (default: counted from the
@@ -188,6 +189,8 @@ class GPT(nn.Module):
         pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to.
         last_only: return logits ``[B, 1, vocab]`` for the last position only; generation needs no
             more, and the head over every prompt position is wasted work.
+        logits_to_keep: 1-D tensor of the positions whose logits to return, ``[B, len, vocab]`` (Hugging
+            Face's name): the engine's packed prefill keeps the last token of each sequence.
         """
         idx = self._check_idx(idx)
         B, T = idx.shape
@@ -211,6 +214,8 @@ class GPT(nn.Module):
             x = block(x, rope, mask, cache, layer)
         if cache is not None:
             cache.advance(T)
+        if logits_to_keep is not None:
+            x = x[:, logits_to_keep]
         return self.head(x[:, -1:] if last_only else x)
 
     def embed(self, idx: torch.Tensor, positions: torch.Tensor):

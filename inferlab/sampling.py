@@ -9,6 +9,11 @@ import numbers
 
 import torch
 
+# Below this temperature a draw is the argmax anyway, and dividing the logits by it overflows to inf (then NaN
+# probabilities, and the draw fails): vLLM treats temperatures below 1e-5 as greedy (its ``_SAMPLING_EPS``,
+# https://github.com/vllm-project/vllm/blob/main/vllm/sampling_params.py), and so do we.
+GREEDY_BELOW = 1e-5
+
 
 def check_sampling_args(temperature=0.0, top_k=None, top_p=None) -> None:
     """Raise a clear error for any control outside what is allowed.
@@ -65,17 +70,19 @@ def filtered_logits(logits: torch.Tensor, temperature: float = 1.0, top_k=None, 
 
 
 def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k=None, top_p=None) -> torch.Tensor:
-    """The distribution the next token is drawn from. Temperature 0 puts all mass on the argmax."""
+    """The distribution the next token is drawn from. Temperature 0 (or below ``GREEDY_BELOW``) puts all
+    mass on the argmax."""
     check_sampling_args(temperature, top_k, top_p)
-    if temperature == 0:
+    if temperature < GREEDY_BELOW:
         return torch.zeros_like(logits, dtype=torch.float32).scatter(-1, logits.argmax(-1, keepdim=True), 1.0)
     return torch.softmax(filtered_logits(logits, temperature, top_k, top_p), dim=-1)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k=None, top_p=None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Token ids ``[...]`` for logits ``[..., vocab]``: argmax at temperature 0, else a draw."""
-    if temperature == 0:
+    """Token ids ``[...]`` for logits ``[..., vocab]``: argmax at temperature 0 (or below ``GREEDY_BELOW``),
+    else a draw."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     probs = torch.softmax(filtered_logits(logits, temperature, top_k, top_p), dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])

@@ -82,3 +82,13 @@ def test_top_k_zero_is_refused_and_the_message_names_the_way_to_turn_it_off():
 def test_bad_sampling_controls(kwargs, error, words):
     with pytest.raises(error, match=words):
         check_sampling_args(**kwargs)
+
+
+def test_a_temperature_below_greedy_below_is_greedy_not_an_overflow():
+    """Regression: logits / 1e-40 overflowed to inf and the draw raised; vLLM reads such temperatures as greedy."""
+    from inferlab.sampling import GREEDY_BELOW, next_token_probs, sample_next
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.2]])
+    for t in (1e-40, GREEDY_BELOW / 2):
+        assert sample_next(logits, t).tolist() == [1, 0]
+        assert next_token_probs(logits, t).tolist() == [[0, 1, 0], [1, 0, 0]]
+    assert sample_next(logits, 1.0, generator=torch.Generator().manual_seed(0)).shape == (2,)

@@ -1,0 +1,13 @@
+"""Argument checks shared by the package's entry points: a clear error that names the argument."""
+from __future__ import annotations
+
+import numbers
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1, or a TypeError/ValueError naming ``name``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
