@@ -11,5 +11,5 @@ from .tokenizer import BPETokenizer, show_tokens
 __all__ = ["MODEL_CONFIGS", "ModelConfig", "get_config", "GPT", "BPETokenizer", "show_tokens", "KVCache",
            "generate", "generate_batch", "stream", "GenerationResult", "load_pretrained", "next_token_probs",
            "sample_next", "kv_cache_bytes"]
-from .engine import Engine, SamplingParams  # noqa: E402  (notebook 06)
-__all__ += ["Engine", "SamplingParams"]
+from .engine import CompletionOutput, Engine, RequestOutput, SamplingParams  # noqa: E402  (notebook 06)
+__all__ += ["Engine", "SamplingParams", "RequestOutput", "CompletionOutput"]

@@ -1,11 +1,14 @@
-"""A miniature inference engine in plain PyTorch (notebook 06), one idea per module:
+"""A miniature inference engine in plain PyTorch (notebook 06), one idea per module, as in nano-vllm:
 
-``request`` (Request, SamplingParams, states), ``block_manager`` (blocks, reference counts, prefix hashes),
-``paged_cache`` (the KV pool and attention through block tables), ``scheduler`` (continuous batching,
-chunked prefill, preemption), ``runner`` (the forward pass), ``metrics``, ``engine`` (the loop),
-``baselines`` (one request at a time, static batching).
+``request`` (SamplingParams, Request), ``outputs`` (RequestOutput, as vLLM's), ``block_manager`` (blocks, reference counts, prefix
+cache), ``paged_cache`` (the KV pool, attention through block tables), ``scheduler`` (continuous batching,
+chunked prefill, preemption), ``model_runner`` (the forward passes), ``engine`` (the loop).
+
+Around the engine, not in it: ``serving`` (workloads, simulated arrivals and clock, statistics, snapshots
+for pictures) and ``baselines`` (one request at a time, static batching at the same KV memory).
 """
 from .engine import Engine
-from .request import RequestOutput, RequestState, SamplingParams, TokenEvent
+from .outputs import CompletionOutput, RequestOutput
+from .request import SamplingParams
 
-__all__ = ["Engine", "SamplingParams", "RequestOutput", "RequestState", "TokenEvent"]
+__all__ = ["Engine", "SamplingParams", "RequestOutput", "CompletionOutput"]

@@ -1,195 +1,123 @@
-"""What the engine is measured against, with the same model (notebook 06 and benchmarks/engine.py).
+"""What the engine is measured against, same model, same KV-cache memory (notebook 06, benchmarks/engine.py).
+
+The comparison of the vLLM paper (https://arxiv.org/abs/2309.06180, section 6): every system gets the same
+bytes for keys and values. A contiguous cache cannot grow in place, so it must reserve, when a request
+starts, room for the longest output it may produce; the engine's paged pool takes a block only when a
+sequence needs one.
 
 * ``one_at_a_time``: each request alone through ``il.generate``, in arrival order.
-* ``static_batching``: requests in fixed batches through ``il.generate_batch``; a batch starts when the
-  previous one is done and all its members have arrived, runs until its longest member is done, and
-  hands its answers back together.
-* ``mixed_workload``: a seeded mix of prompt and output lengths cut from the bundled corpus, optionally
-  with a shared prefix (a system prompt), the same for every run.
-* ``serve_alternating``: serve one workload several ways, round after round (``timing.compare``): each way's
-  typical run, the spread of its rounds, and paired ratios between ways.
-* ``decode_step_pair``: one decode step through the paged cache and the same step through a contiguous
-  ``KVCache``, to time what reading blocks through block tables costs.
+* ``static_batching``: requests in batches through ``il.generate_batch`` (one contiguous cache per batch).
+  A batch starts when the previous one is done, takes the requests that have arrived, in arrival order,
+  while the cache fits: every row reserves the batch's longest prompt plus its longest allowed output.
+  It decodes until its longest member is done and hands every answer back together.
 
-Both baselines return ``RequestOutput`` objects with the same per-request metrics as the engine, on a
-clock that jumps over idle waits for arrivals, plus ``RunStats``.
+Both return a ``serving.Served`` with ``RequestOutput`` objects whose tokens and finish reasons are
+decided by the same rules as the engine's (``Request.append_token``), on a clock that skips idle waits.
 """
 from __future__ import annotations
 
-import random
-import statistics
+import math
 import time
-from dataclasses import dataclass
-from functools import lru_cache
 
-import torch
-
-from ..generate import generate, generate_batch
-from ..timing import Ratio, compare
-from .metrics import run_stats
-from .paged_cache import KVPool, PagedBatch
-from .request import RequestMetrics, RequestOutput, SamplingParams
+from ..generate import encode_prompt, generate, generate_batch
+from .paged_cache import KVPool
+from .request import Request, RequestState, SamplingParams
+from .serving import Served
 
 
-@lru_cache(maxsize=4)
-def _corpus_ids(tok, chars: int = 60000) -> tuple:
-    from ..corpus import load_corpus
-    return tuple(tok.encode(load_corpus()[:chars]))
+def _requests(model, tok, prompts, sampling_params, arrival_times):
+    n = len(prompts)
+    params = sampling_params if isinstance(sampling_params, (list, tuple)) else [sampling_params or SamplingParams()] * n
+    arrivals = [0.0] * n if arrival_times is None else [float(t) for t in arrival_times]
+    if not (len(params) == len(arrivals) == n) or any(not math.isfinite(t) or t < 0 for t in arrivals):
+        raise ValueError("give one SamplingParams and one finite arrival time >= 0 per prompt")
+    cfg = model.config
+    return [Request(i, p, encode_prompt(tok, p, cfg.max_seq_len, cfg.vocab_size), sp, tok, t)
+            for i, (p, sp, t) in enumerate(zip(prompts, params, arrivals))]
 
 
-def mixed_workload(tok, num_requests: int = 64, prompt_len=(16, 256), output_len=(16, 128), seed: int = 0,
-                   shared_prefix_frac: float = 0.0):
-    """(prompts as token-id lists, one ``SamplingParams`` per prompt): lengths drawn uniformly in the ranges.
-    ``shared_prefix_frac``: that fraction of every prompt is the same opening text (a shared system prompt)."""
-    rng = random.Random(seed)
-    ids = _corpus_ids(tok)
-    prefix = list(ids[:prompt_len[1]])
-    prompts, params = [], []
-    for _ in range(num_requests):
-        n = rng.randint(*prompt_len)
-        shared = int(round(n * shared_prefix_frac))
-        start = rng.randrange(prompt_len[1], len(ids) - n)
-        prompts.append(prefix[:shared] + list(ids[start:start + n - shared]))
-        params.append(SamplingParams(max_tokens=rng.randint(*output_len)))
-    return prompts, params
+def _slots(model, kv_cache_memory_bytes):
+    """KV token slots that fit in the budget (None: no limit)."""
+    if kv_cache_memory_bytes is None:
+        return None
+    return kv_cache_memory_bytes // KVPool.bytes_per_block(model.config, 1, model.dtype)
 
 
-def _as_lists(prompts, params, arrival_times):
-    params = list(params) if isinstance(params, (list, tuple)) else [params or SamplingParams()] * len(prompts)
-    arrival_times = list(arrival_times) if arrival_times is not None else [0.0] * len(prompts)
-    if not (len(prompts) == len(params) == len(arrival_times)):
-        raise ValueError("give one SamplingParams and one arrival time per prompt")
-    return params, arrival_times
+def _finish(req, tokens, token_times, end):
+    """Feed the tokens a baseline produced through the engine's own rules (stop ids, stop strings, length)."""
+    req.state = RequestState.RUNNING
+    for token, t in zip(tokens, token_times):
+        req.append_token(token, t)
+        if req.finish_reason is not None:
+            break
+    req.state, req.metrics.finished_time = RequestState.FINISHED, end
+    return req.output()
 
 
-def one_at_a_time(model, tok, prompts, params=None, arrival_times=None):
-    """Serve requests one after the other with ``il.generate``. Returns (outputs in prompt order, RunStats)."""
-    params, arrival_times = _as_lists(prompts, params, arrival_times)
-    outputs = [None] * len(prompts)
-    clock = 0.0
-    for i in sorted(range(len(prompts)), key=lambda i: arrival_times[i]):
-        p = params[i]
-        start = max(clock, arrival_times[i])
-        res = generate(model, tok, prompts[i], max_new_tokens=p.max_tokens, temperature=p.temperature, top_k=p.top_k,
-                       top_p=p.top_p, seed=p.seed, stop=list(p.stop) if p.stop else None)
-        times, t = [], start
-        for dt in res.step_times_s:
-            t += dt
-            times.append(t)
+def one_at_a_time(model, tok, prompts, sampling_params=None, arrival_times=None, kv_cache_memory_bytes=None) -> Served:
+    """Serve requests one after the other with ``il.generate`` (a contiguous cache of prompt + max_tokens)."""
+    reqs = _requests(model, tok, prompts, sampling_params, arrival_times)
+    budget = _slots(model, kv_cache_memory_bytes)
+    outputs, memory, clock = [None] * len(reqs), [], 0.0
+    for req in sorted(reqs, key=lambda r: r.metrics.arrival_time):
+        p, reserved = req.params, req.num_prompt_tokens + req.params.max_tokens
+        if budget is not None and reserved > budget:
+            raise ValueError(f"request {req.request_id} needs {reserved} KV slots; the budget holds {budget}")
+        start = req.metrics.first_scheduled_time = max(clock, req.metrics.arrival_time)
+        res = generate(model, tok, req.token_ids, max_new_tokens=p.max_tokens, temperature=p.temperature,
+                       top_k=p.top_k, top_p=p.top_p, seed=p.seed, stop=list(p.stop or ()) or None)
+        times = [start + s for s in _cumsum(res.step_times_s)]
         clock = start + res.total_s
-        m = RequestMetrics(arrival=arrival_times[i], first_scheduled=start, first_token=times[0], finished=clock,
-                           token_times=times)
-        outputs[i] = RequestOutput(i, prompts[i], res.prompt_tokens, res.text, res.tokens, res.finish_reason, m)
-    return outputs, run_stats(outputs, [], clock - min(arrival_times), 0, 0, 0)
+        outputs[req.request_id] = out = _finish(req, res.tokens, times, clock)
+        used = req.num_prompt_tokens + len(out.outputs[0].token_ids) / 2   # the cache fills as it decodes
+        memory.append((res.total_s, reserved, used))
+    return Served(outputs, clock - min(r.metrics.arrival_time for r in reqs), budget or 0, memory)
 
 
-def static_batching(model, tok, prompts, params=None, batch_size: int = 16, arrival_times=None):
-    """Serve requests in fixed batches of ``batch_size`` (in arrival order) with ``il.generate_batch``.
+def _cumsum(xs):
+    total, out = 0.0, []
+    for x in xs:
+        total += x
+        out.append(total)
+    return out
 
-    Every member of a batch decodes until the longest ``max_tokens`` of the batch, then is cut to its own;
-    answers are handed back when the batch ends. Sampling controls come from the first request of each
-    batch (``generate_batch`` takes one set). Returns (outputs in prompt order, RunStats)."""
-    params, arrival_times = _as_lists(prompts, params, arrival_times)
-    order = sorted(range(len(prompts)), key=lambda i: arrival_times[i])
-    outputs = [None] * len(prompts)
-    clock = 0.0
-    for b in range(0, len(order), batch_size):
-        batch = order[b:b + batch_size]
-        p0 = params[batch[0]]
-        longest = max(params[i].max_tokens for i in batch)
-        start = max([clock] + [arrival_times[i] for i in batch])
+
+def static_batching(model, tok, prompts, sampling_params=None, arrival_times=None, kv_cache_memory_bytes=None,
+                    max_batch_size: int | None = None) -> Served:
+    """Serve requests in batches through ``il.generate_batch``, each batch in one contiguous cache that fits
+    ``kv_cache_memory_bytes`` (asserted). Greedy requests only: a batch shares one set of sampling controls."""
+    reqs = _requests(model, tok, prompts, sampling_params, arrival_times)
+    if any(r.params.temperature != 0 for r in reqs):
+        raise ValueError("static_batching serves greedy requests only (temperature=0): a batch shares one sampler")
+    budget = _slots(model, kv_cache_memory_bytes)
+    queue = sorted(reqs, key=lambda r: r.metrics.arrival_time)
+    outputs, memory, clock = [None] * len(reqs), [], 0.0
+    while queue:
+        start = max(clock, queue[0].metrics.arrival_time)
+        batch = [queue.pop(0)]
+        while queue and queue[0].metrics.arrival_time <= start and (max_batch_size is None or len(batch) < max_batch_size):
+            if budget is not None and _reserved(batch + queue[:1]) > budget:
+                break
+            batch.append(queue.pop(0))
+        reserved = _reserved(batch)
+        if budget is not None and reserved > budget:
+            raise ValueError(f"request {batch[0].request_id} alone needs {reserved} KV slots; the budget holds {budget}")
+        longest = max(r.params.max_tokens for r in batch)
         t0 = time.perf_counter()
-        results = generate_batch(model, tok, [prompts[i] for i in batch], max_new_tokens=longest,
-                                 temperature=p0.temperature, top_k=p0.top_k, top_p=p0.top_p, seed=p0.seed)
+        results = generate_batch(model, tok, [r.token_ids for r in batch], max_new_tokens=longest)
         clock = start + (time.perf_counter() - t0)
-        for i, res in zip(batch, results):
-            n = params[i].max_tokens
-            tokens = res.tokens[:n]
-            times = [start + res.ttft_s + k * res.tpot_s for k in range(n)]
-            m = RequestMetrics(arrival=arrival_times[i], first_scheduled=start, first_token=times[0], finished=clock,
-                               token_times=times)
-            outputs[i] = RequestOutput(i, prompts[i], res.prompt_tokens, tok.decode(tokens), tokens, "length", m)
-    return outputs, run_stats(outputs, [], clock - min(arrival_times), 0, 0, 0)
+        assert reserved * KVPool.bytes_per_block(model.config, 1, model.dtype) <= (kv_cache_memory_bytes or math.inf)
+        for req, res in zip(batch, results):
+            req.metrics.first_scheduled_time = start
+            times = [start + res.ttft_s + k * res.tpot_s for k in range(longest)]
+            outputs[req.request_id] = _finish(req, res.tokens, times, clock)
+        width = max(r.num_prompt_tokens for r in batch)
+        lengths = [len(outputs[r.request_id].outputs[0].token_ids) for r in batch]
+        used = sum(r.num_prompt_tokens for r in batch) + sum(min(k, n) for k in range(longest) for n in lengths) / longest
+        memory.append((clock - start, len(batch) * (width + longest), used))
+    return Served(outputs, clock - min(r.metrics.arrival_time for r in reqs), budget or 0, memory)
 
 
-@dataclass
-class ServedRuns:
-    """Every run of ``serve_alternating``: ``runs[label]`` is a list of ``(outputs, RunStats)`` in round order,
-    ``timings[label]`` the ``timing.Timing`` of their wall times (for ``spread`` and ``busy_note``)."""
-    runs: dict
-    timings: dict
-
-    @property
-    def typical(self) -> dict:
-        """Per label, the run whose wall time is the median of its rounds (the lower middle one for an even count)."""
-        out = {}
-        for label, runs in self.runs.items():
-            order = sorted(range(len(runs)), key=lambda i: runs[i][1].wall_s)
-            out[label] = runs[order[(len(runs) - 1) // 2]]
-        return out
-
-    def ratio(self, slow: str, fast: str, metric=None) -> Ratio:
-        """``metric(slow's stats) / metric(fast's stats)`` round by round (default: wall time), as a
-        ``timing.Ratio``: the median and the quartiles of the paired ratios."""
-        for label in (slow, fast):
-            if label not in self.runs:
-                raise ValueError(f"no runs labelled {label!r}; labels: {list(self.runs)}")
-        metric = metric or (lambda stats: stats.wall_s)
-        ratios = [metric(a[1]) / metric(b[1]) for a, b in zip(self.runs[slow], self.runs[fast]) if metric(b[1]) > 0]
-        if not ratios:
-            raise ValueError("the runs have no paired values to divide")
-        q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
-        return Ratio(statistics.median(ratios), q[0], q[2])
-
-
-def serve_alternating(ways: dict, rounds: int = 3) -> ServedRuns:
-    """Serve the same workload several ways, ``rounds`` times each, alternating (one round runs every way once,
-    as ``timing.compare`` does), so a machine that slows down for a while slows every way alike.
-
-    ``ways``: label -> a function returning ``(outputs, RunStats)``. Returns a ``ServedRuns``: every run, the
-    timings of the rounds, the typical (median) run of each way and paired ratios between ways."""
-    if not isinstance(ways, dict) or not ways or not all(callable(f) for f in ways.values()):
-        raise TypeError("ways must be a non-empty dict of label -> function returning (outputs, RunStats)")
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
-    runs = {label: [] for label in ways}
-    timings = compare({label: (lambda label=label: runs[label].append(ways[label]())) for label in ways},
-                      repeats=rounds, warmup=0)
-    return ServedRuns(runs, timings)
-
-
-def decode_step_pair(model, contexts: list[int], block_size: int = 8, seed: int = 0) -> dict:
-    """Two functions that each run one decode step of ``len(contexts)`` rows (row b has ``contexts[b]`` tokens
-    cached): ``"paged cache"`` through the engine's ``PagedBatch`` (blocks scattered over the pool, block
-    tables and slot mapping built for the step, blocks gathered as the engine does), ``"contiguous cache"``
-    through notebook 03's ``KVCache``. Both pad every row to the longest context, so they attend over the same
-    keys; the difference is what paging costs without a kernel that reads blocks in place. For
-    ``timing.compare``."""
-    from ..profiling import decode_stepper
-    if not isinstance(contexts, (list, tuple)) or not contexts or any(
-            not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in contexts):
-        raise ValueError(f"contexts must be a non-empty list of ints >= 1 (tokens cached per row), got {contexts!r}")
-    if max(contexts) + 1 > model.config.max_seq_len:
-        raise ValueError(f"contexts must leave room for one new token within max_seq_len={model.config.max_seq_len}")
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
-        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
-    B = len(contexts)
-    blocks = [-(-(c + 1) // block_size) for c in contexts]   # room for each context and its new token
-    pool = KVPool(model.config, sum(blocks) + 1, block_size, model.dtype, model.device)
-    g = torch.Generator().manual_seed(seed)
-    pool.k.copy_(torch.randn(pool.k.shape, generator=g))   # real values: untouched zero pages time differently
-    pool.v.copy_(torch.randn(pool.v.shape, generator=g))
-    order = (torch.randperm(pool.num_blocks - 1, generator=g) + 1).tolist()   # scattered, as in a busy pool
-    tables, taken = [], 0
-    for n in blocks:
-        tables.append(order[taken:taken + n])
-        taken += n
-    x = torch.zeros(B, 1, dtype=torch.long, device=model.device)
-
-    def paged():
-        with torch.inference_mode():
-            cache = PagedBatch(pool, tables, list(contexts), [1] * B)
-            return model(x, positions=cache.positions, cache=cache, pad_mask=cache.pad_mask, last_only=True)
-
-    contiguous = decode_stepper(model, B, max(contexts) + 1, seed=seed)
-    return {"paged cache": paged, "contiguous cache": contiguous}
+def _reserved(batch) -> int:
+    """KV slots a contiguous batch cache reserves: every row holds the longest prompt plus the longest output."""
+    return len(batch) * (max(r.num_prompt_tokens for r in batch) + max(r.params.max_tokens for r in batch))

@@ -2,18 +2,11 @@
 
 ``KVPool`` holds the keys and values of every block of every layer, ``[n_layer, num_blocks, n_kv_head,
 block_size, head_dim]``: token slot ``s`` is offset ``s % block_size`` of physical block ``s // block_size``.
-``PagedBatch`` is the cache object the model sees for one forward pass over a left-padded ``[B, T]`` batch
-of new tokens (the same three calls as ``KVCache``):
-
-* ``attention_mask`` gives each query the keys at positions up to its own, within its own sequence;
-* ``append`` writes the new keys/values into their slots (the *slot mapping*), then gathers each
-  sequence's keys/values through its block table into a padded ``[B, n_kv_head, S, head_dim]`` batch
-  (``S`` = blocks in the longest table x ``block_size``; one gather of whole blocks, per head, into a
-  buffer the pool reuses);
-* ``advance`` does nothing: the engine, not the cache, counts computed tokens.
-
-Production engines (vLLM's PagedAttention) read the blocks inside the attention kernel instead of
-gathering a copy; the arithmetic is the same.
+``PagedBatch`` is the cache object the model sees for one forward pass (the calls of ``KVCache``):
+``attention_mask`` lets each new token see its own sequence's keys up to its position; ``append`` writes
+the new keys/values into their slots (the *slot mapping*), then gathers each sequence's blocks, through
+its block table, into one tensor. Production engines (vLLM's PagedAttention) read the blocks inside the
+attention kernel instead of gathering a copy; the arithmetic is the same.
 """
 from __future__ import annotations
 
@@ -31,15 +24,11 @@ class KVPool:
         shape = (config.n_layer, num_blocks, config.n_kv_head, block_size, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # zeros: padding gathers 0, never NaN
         self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self._gathered = {}  # name -> reusable buffer the blocks of one layer are gathered into
+        self._gathered = {}
 
     def gather_buffer(self, name: str, rows: int) -> torch.Tensor:
-        """A ``[rows, block_size, head_dim]`` buffer to gather blocks into, reused by every layer and step.
-
-        A fresh tensor per layer is megabytes of new memory; when the allocator has none to spare, the
-        operating system maps it in page by page (measured here: 9,600 page faults in a 32-row decode step,
-        doubling its time, when decode steps run back to back). Reusing one buffer never costs that.
-        What it holds is valid until the next gather with the same name."""
+        """A ``[rows, block_size, head_dim]`` buffer to gather blocks into, reused by every layer and step
+        (a fresh one per layer is megabytes of new memory the system maps in page by page)."""
         buf = self._gathered.get(name)
         if buf is None or buf.shape[0] < rows:
             buf = torch.empty(rows, self.block_size, self.config.head_dim, dtype=self.k.dtype, device=self.k.device)
@@ -56,9 +45,7 @@ class KVPool:
 
 
 def index_tensor(rows: list) -> torch.Tensor:
-    """An int64 tensor from a list of ints or of equal-length int lists, made through numpy: ``torch.tensor``
-    walks a Python list about 6x slower (410 us against 71 us for a 32 x 48 block table on the CPU this course
-    was built on), and the engine makes these for every pass."""
+    """An int64 tensor from a list of ints (or equal-length lists), through numpy: faster than torch.tensor."""
     return torch.from_numpy(np.array(rows, dtype=np.int64))
 
 
@@ -68,54 +55,60 @@ def slot_of(block_table: list[int], position: int, block_size: int) -> int:
 
 
 class PagedBatch:
-    """The cache object for one forward pass. Row b holds ``num_new[b]`` new tokens of a sequence that
-    already has ``num_computed[b]`` tokens cached, in the blocks of ``block_tables[b]``."""
+    """The cache for one forward pass: sequence r has ``num_new[r]`` new tokens after ``num_computed[r]``
+    cached ones, in the blocks of ``block_tables[r]``. Two layouts:
 
-    def __init__(self, pool: KVPool, block_tables: list[list[int]], num_computed: list[int], num_new: list[int]):
-        self.pool = pool
-        device = pool.k.device
-        bs, kv = pool.block_size, pool.config.n_kv_head
-        T = max(num_new)
-        context = [c + n for c, n in zip(num_computed, num_new)]          # tokens each row attends over
-        used = [-(-n // bs) for n in context]                             # blocks each row reads
-        width = max(used)
-        tables = index_tensor([t[:u] + [0] * (width - u) for t, u in zip(block_tables, used)])  # pad: block 0, masked
-        # rows are left-padded: each row's last column is its newest token, so the model can compute the
-        # logits of the last column only (``last_only``), not of every prompt position
-        offset = T - index_tensor(num_new)[:, None]
-        steps = torch.arange(T)[None, :]
-        pad_mask = steps >= offset                                        # [B, T] real new tokens
-        positions = torch.where(pad_mask, index_tensor(num_computed)[:, None] + steps - offset, 0)
-        # the slot mapping: where each new token's key/value goes = physical block * block_size + offset
-        slots = tables.gather(1, positions // bs) * bs + positions % bs
-        write_slots = slots[pad_mask]
-        # the pool seen as rows of [block_size, head_dim], one row per (block, kv head): row = block * KV + head
+    * ``packed=False`` (decode): one row per sequence, ``[B, 1]``, one new token each; the keys of each
+      row are its blocks, padded to the longest table.
+    * ``packed=True`` (prefill): all new tokens one after the other in a single row ``[1, N]``, the keys of
+      every sequence side by side, and a mask that keeps each token to its own sequence: prompts of
+      different lengths share a pass with no padding (vLLM does this with a variable-length kernel).
+    """
+
+    def __init__(self, pool: KVPool, block_tables: list, num_computed: list, num_new: list, packed: bool = False):
+        self.pool, device = pool, pool.k.device
+        bs, kv, B = pool.block_size, pool.config.n_kv_head, len(num_new)
+        used = [-(-(c + n) // bs) for c, n in zip(num_computed, num_new)]   # blocks each sequence reads
+        if packed:
+            seq = torch.repeat_interleave(torch.arange(B), index_tensor(num_new))           # [N] query -> sequence
+            positions = torch.cat([torch.arange(c, c + n) for c, n in zip(num_computed, num_new)])[None]
+            tables = index_tensor([b for t, u in zip(block_tables, used) for b in t[:u]])[None]   # [1, W]
+            key_seq = torch.repeat_interleave(torch.arange(B), index_tensor(used) * bs)
+            key_pos = torch.cat([torch.arange(u * bs) for u in used])
+            mask = (key_seq[None, :] == seq[:, None]) & (key_pos[None, :] <= positions[0, :, None])   # [N, S]
+            self.mask = mask[None, None].to(device)
+            self.last = (torch.cumsum(index_tensor(num_new), 0) - 1).to(device)   # each sequence's newest token
+        else:
+            if any(n != 1 for n in num_new):
+                raise ValueError(f"an unpacked batch holds one new token per row (decode), got num_new={num_new}")
+            width = max(used)
+            tables = index_tensor([t[:u] + [0] * (width - u) for t, u in zip(block_tables, used)])  # pad: block 0
+            positions = index_tensor(num_computed)[:, None]                               # [B, 1]
+            mask = torch.arange(width * bs)[None, :] <= positions                         # [B, S]
+            self.mask, self.last = mask[:, None, None].to(device), None
+        # the slot mapping: where each new token's key/value goes, in the pool seen as rows of
+        # [block_size, head_dim], one row per (block, kv head)
+        slots = index_tensor([slot_of(t, p, bs) for t, c, n in zip(block_tables, num_computed, num_new)
+                              for p in range(c, c + n)])
         heads = torch.arange(kv)
-        write_rows = ((write_slots // bs)[:, None] * kv + heads) * bs + (write_slots % bs)[:, None]
-        read_rows = tables[:, None, :] * kv + heads[None, :, None]       # [B, KV, width]
-        key_pos = torch.arange(width * bs)
-        mask = (key_pos[None, None, :] <= positions[:, :, None]) & pad_mask[:, :, None]  # causal, own sequence
-        self.positions, self.pad_mask = positions.to(device), pad_mask.to(device)
-        self.tables, self.write_slots = tables.to(device), write_slots.to(device)
+        write_rows = ((slots // bs)[:, None] * kv + heads) * bs + (slots % bs)[:, None]
+        read_rows = tables[:, None, :] * kv + heads[None, :, None]          # [rows, KV, blocks]
+        self.positions, self.shape = positions.to(device), tables.shape
         self.write_rows, self.read_rows = write_rows.flatten().to(device), read_rows.flatten().to(device)
-        self.real = pad_mask.flatten().nonzero().flatten().to(device)    # which of the B*T queries are tokens
-        self.mask = mask[:, None].to(device)                              # [B, 1, T, S]; padding sees nothing
 
-    # --- the three calls the model makes -------------------------------------------------------
     def attention_mask(self, T: int, pad_mask):
         return self.mask, self.positions
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Write the new keys/values into their slots, then read each row's blocks, in block-table order."""
-        B, width = self.tables.shape
-        cfg, bs = self.pool.config, self.pool.block_size
+        """Write the new keys/values into their slots, then gather each row's blocks in block-table order."""
+        (rows, width), cfg, bs = self.shape, self.pool.config, self.pool.block_size
         out = []
         for name, pool, new in (("k", self.pool.k[layer], k), ("v", self.pool.v[layer], v)):
-            new = new.transpose(1, 2).reshape(-1, cfg.n_kv_head * cfg.head_dim).index_select(0, self.real)  # [N, KV*d]
-            pool.view(-1, cfg.head_dim).index_copy_(0, self.write_rows, new.view(-1, cfg.head_dim))
-            blocks = torch.index_select(pool.view(-1, bs, cfg.head_dim), 0, self.read_rows,   # [B*KV*width, bs, d]
+            new = new.transpose(1, 2).reshape(-1, cfg.head_dim)   # [tokens * KV, d], in slot-mapping order
+            pool.view(-1, cfg.head_dim).index_copy_(0, self.write_rows, new)
+            blocks = torch.index_select(pool.view(-1, bs, cfg.head_dim), 0, self.read_rows,
                                         out=self.pool.gather_buffer(name, self.read_rows.numel()))
-            out.append(blocks.view(B, cfg.n_kv_head, width * bs, cfg.head_dim))        # [B, KV, S, d]
+            out.append(blocks.view(rows, cfg.n_kv_head, width * bs, cfg.head_dim))
         return out[0], out[1]
 
     def advance(self, T: int):

@@ -1,26 +1,27 @@
-"""Requests and their sampling parameters (notebook 06).
-
-A ``Request`` is one prompt travelling through the engine: it waits, runs (prefill, then decode),
-may be preempted and resumed, and finishes (or is rejected with a reason). It carries its own
-``SamplingParams``, its tokens, its place in the KV cache (the block table) and its timestamps.
+"""A request, with vLLM's names (notebook 06): ``SamplingParams`` and ``Request`` (one prompt travelling
+through the engine). Who writes a request: the scheduler (state, computed tokens, tokens picked) and the
+block manager (block table).
 """
 from __future__ import annotations
 
-import codecs
 import enum
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..generate import _check_stop, token_bytes
+from ..generate import TextAssembler, check_stop
 from ..sampling import check_sampling_args, make_generator
+from ..validate import positive_int
+from .outputs import CompletionOutput, RequestMetrics, RequestOutput
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick each token of one request: the names of vLLM's ``SamplingParams``.
+    """How to pick each token of one request (vLLM's ``SamplingParams``, a subset).
 
-    ``temperature=0`` is greedy; ``max_tokens`` counts generated tokens; ``stop`` is a string (or list)
-    that ends the answer, cut before it; ``seed`` makes a sampled answer reproducible.
+    ``max_tokens``: tokens to generate at most; ``stop``: a string (or list) that ends the answer, which is
+    cut before it; ``stop_token_ids``: token ids that end it (kept in ``token_ids``, not shown in ``text``);
+    ``seed``: a reproducible draw. Defaults that differ from vLLM's: ``temperature=0.0`` (greedy; vLLM 1.0),
+    and the filters are off as ``top_k=None`` and ``top_p=None`` (vLLM: ``top_k=0``/``-1``, ``top_p=1.0``).
     """
 
     temperature: float = 0.0
@@ -29,154 +30,78 @@ class SamplingParams:
     max_tokens: int = 16
     seed: int | None = None
     stop: str | list | None = None
+    stop_token_ids: list | None = None
 
     def __post_init__(self):
         check_sampling_args(self.temperature, self.top_k, self.top_p)
-        if not isinstance(self.max_tokens, numbers.Integral) or isinstance(self.max_tokens, bool):
-            raise TypeError(f"max_tokens must be an int >= 1, got {type(self.max_tokens).__name__}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1 (tokens to generate), got {self.max_tokens}")
+        positive_int("max_tokens", self.max_tokens)
         make_generator(self.seed, "cpu")  # raises TypeError for a seed that is not an int
-        object.__setattr__(self, "stop", tuple(_check_stop(self.stop)) or None)
+        object.__setattr__(self, "stop", tuple(check_stop(self.stop)) or None)
+        ids = self.stop_token_ids
+        if ids is not None and (not isinstance(ids, (list, tuple, set)) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in ids)):
+            raise ValueError(f"stop_token_ids must be a list of token ids (ints >= 0), got {ids!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in ids) if ids else None)
 
 
 class RequestState(enum.Enum):
     WAITING = "waiting"        # queued, no KV cache yet
     RUNNING = "running"        # holds blocks; prefilling or decoding
     PREEMPTED = "preempted"    # blocks taken back; back in the queue, will recompute its tokens
-    FINISHED = "finished"      # done: finish_reason says why ("length", "stop" or "rejected")
-
-
-@dataclass
-class RequestMetrics:
-    """Timestamps on the engine's clock (seconds) and what they imply."""
-    arrival: float = 0.0
-    first_scheduled: float | None = None
-    first_token: float | None = None
-    finished: float | None = None
-    token_times: list = field(default_factory=list)
-    num_prefix_cached_tokens: int = 0   # prompt tokens found in the prefix cache (first schedule)
-    num_preemptions: int = 0
-
-    @property
-    def ttft_s(self) -> float:
-        """Time to first token: from arrival (queueing included) to the first generated token."""
-        return self.first_token - self.arrival if self.first_token is not None else float("nan")
-
-    @property
-    def itl_s(self) -> float:
-        """Mean inter-token latency: time between consecutive generated tokens."""
-        t = self.token_times
-        return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else 0.0
-
-    @property
-    def e2e_s(self) -> float:
-        """End-to-end latency: arrival to the last token."""
-        return self.finished - self.arrival if self.finished is not None else float("nan")
-
-    @property
-    def queue_s(self) -> float:
-        return self.first_scheduled - self.arrival if self.first_scheduled is not None else float("nan")
+    FINISHED = "finished"      # done: finish_reason says why ("stop", "length" or "abort")
 
 
 class Request:
-    """One prompt in the engine. ``tokens = prompt_ids + output_ids``; the first ``num_computed``
-    of them have keys/values in the cache, in the blocks listed by ``block_table``."""
+    """One prompt in the engine. ``token_ids`` is the prompt then the output; the first
+    ``num_computed_tokens`` of them have keys/values in the blocks listed by ``block_table``."""
 
-    def __init__(self, request_id, prompt, prompt_ids: list[int], params: SamplingParams, tok, arrival: float = 0.0):
-        self.request_id = request_id
-        self.prompt = prompt
-        self.prompt_ids = list(prompt_ids)
-        self.output_ids: list[int] = []
-        self.params = params
+    def __init__(self, request_id, prompt, prompt_token_ids: list[int], params: SamplingParams, tok,
+                 arrival_time: float, device="cpu"):
+        self.request_id, self.prompt, self.params = request_id, prompt, params
+        self.token_ids = list(prompt_token_ids)
+        self.num_prompt_tokens = len(self.token_ids)
         self.state = RequestState.WAITING
+        self.num_computed_tokens = 0
+        self.num_cached_tokens = 0
         self.block_table: list[int] = []
-        self.num_computed = 0          # tokens whose keys/values are in the cache
-        self.finish_reason: str | None = None
-        self.error: str | None = None  # why it was rejected
-        self.metrics = RequestMetrics(arrival=arrival)
-        self.generator = make_generator(params.seed, "cpu")
-        self._tok = tok
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""
-        self._emitted = 0
+        self.finish_reason = self.stop_reason = self.error = None
+        self.metrics = RequestMetrics(arrival_time)
+        self.generator = make_generator(params.seed, device)
+        self._text = TextAssembler(tok, params.stop)
 
     def __repr__(self):
-        return (f"Request({self.request_id!r}, {self.state.value}, prompt {len(self.prompt_ids)} + "
-                f"{len(self.output_ids)} out, computed {self.num_computed}, blocks {self.block_table})")
-
-    @property
-    def tokens(self) -> list[int]:
-        return self.prompt_ids + self.output_ids
+        return (f"Request({self.request_id!r}, {self.state.value}, {self.num_prompt_tokens} prompt + "
+                f"{self.num_output_tokens} out, computed {self.num_computed_tokens}, blocks {self.block_table})")
 
     @property
     def num_tokens(self) -> int:
-        return len(self.prompt_ids) + len(self.output_ids)
+        return len(self.token_ids)
 
     @property
-    def max_kv_tokens(self) -> int:
-        """Most tokens this request ever stores: the last generated token is never fed back."""
-        return len(self.prompt_ids) + self.params.max_tokens - 1
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
 
-    @property
-    def is_finished(self) -> bool:
-        return self.state is RequestState.FINISHED
-
-    def append_token(self, token: int, now: float) -> str:
-        """Record a generated token; return the new text it completes (held back while it could
-        still start a stop string). Sets ``finish_reason`` when the request is done."""
-        if self.metrics.first_token is None:
-            self.metrics.first_token = now
-        self.metrics.token_times.append(now)
-        self.output_ids.append(token)
-        last = len(self.output_ids) >= self.params.max_tokens
-        self.text += self._decoder.decode(token_bytes(self._tok, token), final=last)
-        stops = self.params.stop or []
-        hit = min((self.text.find(s) for s in stops if s in self.text), default=-1)
-        if hit >= 0:
-            self.text, self.finish_reason, last = self.text[:hit], "stop", True
+    def append_token(self, token_id: int, now: float) -> None:
+        """Record a generated token; set ``finish_reason`` when it ends the request."""
+        m = self.metrics
+        if m.first_token_time is None:
+            m.first_token_time = now
+        m.last_token_time, m.num_output_tokens = now, m.num_output_tokens + 1
+        self.token_ids.append(token_id)
+        if token_id in (self.params.stop_token_ids or ()):   # a stop token ends it and is not shown as text
+            self.finish_reason, self.stop_reason = "stop", token_id
+            return
+        last = self.num_output_tokens >= self.params.max_tokens
+        self._text.add(token_id, last)
+        if self._text.stopped:
+            self.finish_reason, self.stop_reason = "stop", self._text.stop_string
         elif last:
             self.finish_reason = "length"
-        holdback = max((len(s) for s in stops), default=1) - 1
-        ready = len(self.text) if last else max(self._emitted, len(self.text) - holdback)
-        delta, self._emitted = self.text[self._emitted:ready], ready
-        return delta
 
-
-@dataclass
-class RequestOutput:
-    """What ``Engine.generate`` returns per prompt (vLLM's name). ``tokens``: generated ids."""
-    request_id: object
-    prompt: object
-    prompt_tokens: list
-    text: str
-    tokens: list
-    finish_reason: str          # "length", "stop" or "rejected"
-    metrics: RequestMetrics
-    error: str | None = None    # the reason, when rejected
-
-    @property
-    def ttft_s(self) -> float:
-        return self.metrics.ttft_s
-
-    @property
-    def itl_s(self) -> float:
-        return self.metrics.itl_s
-
-    @property
-    def e2e_s(self) -> float:
-        return self.metrics.e2e_s
-
-    @classmethod
-    def from_request(cls, req: Request) -> "RequestOutput":
-        return cls(req.request_id, req.prompt, req.prompt_ids, req.text, list(req.output_ids), req.finish_reason,
-                   req.metrics, req.error)
-
-
-@dataclass
-class TokenEvent:
-    """One streamed token: which request, the id, the new text it completes, and whether it was the last."""
-    request_id: object
-    token_id: int
-    text: str
-    finished: bool
+    def output(self) -> RequestOutput:
+        finished = self.state is RequestState.FINISHED
+        text = self._text.text if finished else self._text.text[:self._text.shown]
+        completion = CompletionOutput(0, text, self.token_ids[self.num_prompt_tokens:], self.finish_reason,
+                                      self.stop_reason)
+        return RequestOutput(self.request_id, self.prompt, self.token_ids[:self.num_prompt_tokens], [completion],
+                             finished, self.metrics, self.num_cached_tokens, self.error)
