@@ -1,33 +1,33 @@
-"""The engine against one request at a time and against static batching, same model (notebook 06).
+"""The engine against static batching and one request at a time, measured as the vLLM paper measures.
 
-    python benchmarks/engine.py            # 64 requests: prompts of 16-256 tokens, outputs of 16-128
-    python benchmarks/engine.py --quick    # 24 requests, well under a minute
+    python benchmarks/engine.py            # 64 requests, 3 rounds, 6 arrival rates (a few minutes on 2 cores)
+    python benchmarks/engine.py --quick    # 32 requests, 1 round, 5 rates
 
-Workload: a fixed seeded mix of prompts cut from the bundled corpus, greedy, all arriving at once.
-Three ways to serve it with the bundled main model:
+Method (Kwon et al., "Efficient Memory Management for Large Language Model Serving with PagedAttention",
+SOSP 2023, https://arxiv.org/abs/2309.06180, section 6):
 
-* one at a time: ``il.generate`` per request, in order;
-* static batching: batches of ``--max-num-seqs`` through ``il.generate_batch``; a batch starts when the
-  previous one is done and decodes until its longest member is done;
-* the engine: ``il.Engine`` with the same ``max_num_seqs``, continuous batching over the paged cache, with
-  its default token budget per step (512) and again with a larger one (``--throughput-budget``, 2048): a
-  bigger budget finishes prompts in fewer, larger passes, for throughput, while a small one keeps decoding
-  requests' steps short, for latency (vLLM's tuning guide says the same of its ``max_num_batched_tokens``).
+* Equal KV-cache memory. All three ways get the same bytes for keys and values. Static batching keeps one
+  contiguous cache per batch that reserves, for every row, the batch's longest prompt plus its longest
+  allowed output, and takes requests in arrival order while they fit; one at a time reserves prompt +
+  max_tokens per request; the engine's paged pool holds the same bytes. Workload: prompts of 16-256
+  tokens cut from the bundled corpus, output lengths long-tailed (lognormal, median 32 tokens, 4-240),
+  greedy, all arriving at once. Reported: throughput ratios at two memory sizes (median over rounds that
+  alternate the ways, with the quartiles), and KV memory waste (reserved slots holding no token, averaged
+  over time) for each way.
+* Latency against request rate. Poisson arrivals at rates from light load to past saturation, as
+  multiples of what one-at-a-time serving sustains (its requests per second in the burst run), so the
+  sweep means the same on any machine. Per way and rate: throughput, p50/p99 TTFT, mean TPOT and the
+  paper's normalised latency (end-to-end seconds per output token, averaged over requests); then the
+  highest rate each way sustains with p99 TTFT under a stated limit.
+* Prefix caching: every prompt opens with the same text (80% of its tokens), a burst; mean TTFT with the
+  cache off / on.
 
-All three must produce the same tokens (checked). Then the prefix cache: every prompt opens with the
-same text (80% of its tokens), a burst of requests all admitted at once (``max_num_seqs`` = requests),
-engine with and without prefix caching, mean time to first token.
+Where our setting differs from the paper: a 3.5M-parameter model on a CPU instead of 13B-175B models on
+A100 GPUs, synthetic prompts and lengths instead of ShareGPT/Alpaca traces, a static-batching baseline
+built on our own ``generate_batch`` (the paper's are FasterTransformer and Orca), and a paged cache
+gathered in plain PyTorch instead of read in place by a kernel.
 
-Each method runs ``--rounds`` times, alternating, and the fastest run of each is kept: on a shared
-machine other work only ever slows a run down.
-
-Last, where the engine's steps cost more: one decode step of ``max_num_seqs`` rows through the paged cache
-against the same step through a contiguous ``KVCache``, timed in alternation (``decode_step_paged_vs_contiguous``,
-the median of the paired ratios).
-
-Throughput = generated tokens / wall time of the whole run. TTFT counts queueing from the moment all
-requests arrive. The results are printed last as ``name: value`` lines. Aims (not asserted): engine
->= 4x one at a time, >= 1.5x static batching; prefix caching cuts mean TTFT >= 3x.
+The results are printed last as ``name: value`` lines.
 """
 from __future__ import annotations
 
@@ -40,122 +40,112 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
-from inferlab.timing import cpu_model  # noqa: E402
-from inferlab.engine.baselines import decode_step_pair, mixed_workload, one_at_a_time, static_batching  # noqa: E402
-from inferlab.engine.engine import DEFAULT_BLOCK_SIZE  # noqa: E402
-from inferlab.timing import compare, paired_ratio  # noqa: E402
-
-
-def decode_step_costs(model, contexts, block_size=DEFAULT_BLOCK_SIZE, repeats=30):
-    """(paged ms, contiguous ms, paired ratio): one decode step of ``len(contexts)`` rows through the engine's
-    paged cache and through a contiguous ``KVCache``, both padded to the longest context
-    (``decode_step_pair``), timed in alternation. The gap is what gathering blocks costs without a kernel that
-    reads them in place."""
-    fns = decode_step_pair(model, contexts, block_size)
-    t = compare(fns, repeats=repeats, warmup=3, device=model.device)
-    paged, contiguous = t["paged cache"], t["contiguous cache"]
-    return paged.median_s * 1e3, contiguous.median_s * 1e3, paired_ratio(paged, contiguous)
+from inferlab.engine.baselines import one_at_a_time, static_batching  # noqa: E402
+from inferlab.engine.paged_cache import KVPool  # noqa: E402
+from inferlab.engine.serving import chat_workload, poisson_arrivals, serve, serve_in_turn, serving_stats  # noqa: E402
+from inferlab.timing import cpu_model, ratio_of  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="24 requests instead of 64")
+    ap.add_argument("--quick", action="store_true", help="32 requests, 1 round, 5 rates")
     ap.add_argument("--requests", type=int, default=None)
-    ap.add_argument("--max-num-seqs", type=int, default=32, help="engine seats = static batch size (default 32)")
-    ap.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="tokens per KV block (default "
-                    f"{DEFAULT_BLOCK_SIZE}, the Engine's own default)")
-    ap.add_argument("--max-num-batched-tokens", type=int, default=512, help="the engine's token budget per step "
-                    "(default 512, the Engine's own default)")
-    ap.add_argument("--throughput-budget", type=int, default=2048, help="a second, larger budget the engine also "
-                    "runs with, as offline throughput settings do (default 2048; 0 to skip)")
+    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds per comparison (default 3)")
+    ap.add_argument("--memory-mib", type=float, nargs=2, default=(8.0, 32.0),
+                    help="the two KV-cache budgets, MiB (default 8 and 32)")
+    ap.add_argument("--ttft-limit", type=float, default=10.0,
+                    help="p99 TTFT limit for 'sustained', in multiples of one request's time served alone (default 10)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--rounds", type=int, default=None, help="runs of each method, best kept (default 3, --quick 1)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    n = args.requests or (24 if args.quick else 64)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    n = args.requests or (32 if args.quick else 64)
+    rounds = args.rounds or (1 if args.quick else 3)
     device = torch.device(args.device)
     model, tok = il.load_pretrained(device=device)
     where = torch.cuda.get_device_name() if device.type == "cuda" else cpu_model()
     print(f"machine: {where}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; device {device}")
-    prompts, params = mixed_workload(tok, n, prompt_len=(16, 256), output_len=(16, 128), seed=0)
-    print(f"workload: {n} requests, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens "
-          f"(mean {sum(map(len, prompts)) / n:.0f}), outputs {min(p.max_tokens for p in params)}-"
-          f"{max(p.max_tokens for p in params)} (mean {sum(p.max_tokens for p in params) / n:.0f}), greedy; "
-          f"max_num_seqs = static batch size = {args.max_num_seqs}; KV blocks of {args.block_size} tokens", flush=True)
+    prompts, params = chat_workload(tok, n, seed=0)
+    outs = [p.max_tokens for p in params]
+    print(f"workload: {n} requests, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens (mean "
+          f"{sum(map(len, prompts)) / n:.0f}), outputs {min(outs)}-{max(outs)} tokens (median {sorted(outs)[n // 2]}, "
+          f"mean {sum(outs) / n:.0f}), greedy", flush=True)
+    per_token = KVPool.bytes_per_block(model.config, 1, model.dtype)
+    serve(il.Engine(model, tok), prompts[:4], params[:4])   # warm-up: first calls allocate memory
+    results = {}
 
-    def make_engine(prefix=True, seats=args.max_num_seqs, budget=args.max_num_batched_tokens):
-        return il.Engine(model, tok, block_size=args.block_size, max_num_seqs=seats, max_num_batched_tokens=budget,
-                         enable_prefix_caching=prefix)
+    def ways(budget, arrivals=None):
+        return {"engine": lambda: serve(il.Engine(model, tok, kv_cache_memory_bytes=budget), prompts, params, arrivals),
+                "static": lambda: static_batching(model, tok, prompts, params, arrivals, kv_cache_memory_bytes=budget),
+                "one": lambda: one_at_a_time(model, tok, prompts, params, arrivals, kv_cache_memory_bytes=budget)}
 
-    make_engine().generate(prompts[:4], params[:4])       # warm-up (first calls allocate memory)
-    il.generate(model, tok, prompts[0], max_new_tokens=4)
+    # 1. equal KV memory, all requests at once
+    for mib in args.memory_mib:
+        budget = int(mib * 2**20)
+        runs = serve_in_turn(ways(budget), rounds)
+        for label, rs in runs.items():
+            assert [o.outputs[0].token_ids for o in rs[0].outputs] == [o.outputs[0].token_ids for o in runs["engine"][0].outputs], \
+                f"{label} produced different tokens from the engine"
+        stats = {label: [serving_stats(r) for r in rs] for label, rs in runs.items()}
+        typical = {label: sorted(s, key=lambda x: x.throughput)[len(s) // 2] for label, s in stats.items()}
+        tag = f"{mib:g}mib"
+        print(f"\nKV cache {mib:g} MiB = {budget // per_token} token slots; same greedy tokens on all three ways: True")
+        for label, s in typical.items():
+            print(f"  {label:7s} {s.throughput:7.0f} tokens/s  p50 TTFT {s.ttft_p50_s:6.2f} s  KV reserved "
+                  f"{s.kv_reserved_share:4.0%} of the budget, of it holding no token {s.kv_waste:4.0%}"
+                  + (f", {s.num_preemptions} preemptions" if label == "engine" else ""))
+        for other in ("static", "one"):
+            r = ratio_of([a.throughput / b.throughput for a, b in zip(stats["engine"], stats[other])])
+            results[f"throughput_engine_vs_{other}_{tag}"] = r
+            print(f"  engine / {other}: {r}")
+        for label, s in typical.items():
+            results[f"kv_waste_{label}_{tag}"] = s.kv_waste
+        one_rate = typical["one"].request_rate
+        service_s = typical["one"].wall_s / n
 
-    def best(a, b):  # the faster of two runs of the same thing: a shared machine only ever slows a run down
-        return b if a is None or b[1].wall_s < a[1].wall_s else a
+    # 2. latency against request rate (the larger budget)
+    budget = int(args.memory_mib[1] * 2**20)
+    limit = args.ttft_limit * service_s
+    multiples = [0.5, 1, 2, 4, 8] + ([] if args.quick else [16])
+    print(f"\nPoisson arrivals, KV cache {args.memory_mib[1]:g} MiB; rates as multiples of one-at-a-time's "
+          f"{one_rate:.1f} requests/s; p99 TTFT limit {limit:.2f} s ({args.ttft_limit:g} x {service_s:.3f} s, "
+          f"one request served alone)")
+    print(f"  {'rate/s':>7s} {'way':7s} {'tokens/s':>8s} {'p50 TTFT':>8s} {'p99 TTFT':>8s} {'TPOT ms':>8s} {'s/token':>8s}")
+    sustained = {label: 0.0 for label in ("engine", "static", "one")}
+    for m in multiples:
+        rate = m * one_rate
+        arrivals = poisson_arrivals(n, rate, seed=1)
+        for label, fn in ways(budget, arrivals).items():
+            s = serving_stats(fn())
+            print(f"  {rate:7.1f} {label:7s} {s.throughput:8.0f} {s.ttft_p50_s:8.2f} {s.ttft_p99_s:8.2f} "
+                  f"{s.tpot_mean_s * 1e3:8.1f} {s.normalized_latency_s:8.3f}", flush=True)
+            results[f"normalized_latency_{label}_rate{m:g}x"] = s.normalized_latency_s
+            if s.ttft_p99_s <= limit:
+                sustained[label] = max(sustained[label], rate)
 
-    # prefix caching: 80% of every prompt is one shared opening (a system prompt); a burst of requests, every
-    # one admitted at once, so time to first token is the time to work through the queue of prefills
-    sp_prompts, sp_params = mixed_workload(tok, n, prompt_len=(16, 256), output_len=(16, 128), seed=1,
-                                           shared_prefix_frac=0.8)
-    res = {k: None for k in ("engine", "engine_large", "static", "one", False, True)}
-    for r in range(args.rounds):   # rounds alternate the methods, so a burst of load hits them alike
-        engine = make_engine()
-        res["engine"] = best(res["engine"], (engine.generate(prompts, params), engine.last_stats))
-        if args.throughput_budget:
-            engine = make_engine(budget=args.throughput_budget)
-            res["engine_large"] = best(res["engine_large"], (engine.generate(prompts, params), engine.last_stats))
-        res["static"] = best(res["static"], static_batching(model, tok, prompts, params, batch_size=args.max_num_seqs))
-        res["one"] = best(res["one"], one_at_a_time(model, tok, prompts, params))
-        for prefix in (False, True):
-            e = make_engine(prefix, seats=n)
-            res[prefix] = best(res[prefix], (e.generate(sp_prompts, sp_params), e.last_stats))
-        print(f"round {r + 1}/{args.rounds}: engine {res['engine'][1].wall_s:.2f} s, "
-              f"static {res['static'][1].wall_s:.2f} s, "
-              f"one at a time {res['one'][1].wall_s:.2f} s (best so far)", flush=True)
-    (eng_out, eng), (st_out, st), (one_out, one) = res["engine"], res["static"], res["one"]
-    print(f"engine          {eng}")
-    print(f"static batching {st.generated_tokens} tokens in {st.wall_s:.2f} s = {st.throughput:.0f} tokens/s; "
-          f"mean TTFT {st.mean_ttft_s * 1e3:.0f} ms, end-to-end {st.mean_e2e_s * 1e3:.0f} ms")
-    print(f"one at a time   {one.generated_tokens} tokens in {one.wall_s:.2f} s = {one.throughput:.0f} tokens/s; "
-          f"mean TTFT {one.mean_ttft_s * 1e3:.0f} ms, end-to-end {one.mean_e2e_s * 1e3:.0f} ms")
-    same = all(a.tokens == b.tokens == c.tokens for a, b, c in zip(eng_out, st_out, one_out))
-    if args.throughput_budget:
-        large_out, large = res["engine_large"]
-        print(f"engine, budget {args.throughput_budget} {large}")
-        same = same and all(a.tokens == b.tokens for a, b in zip(large_out, eng_out))
-    print(f"same greedy tokens on all three paths: {same}")
-    runs = {k: (res[k][1], [o.tokens for o in res[k][0]]) for k in (False, True)}
-    for prefix in (False, True):
-        print(f"prefix caching {'on ' if prefix else 'off'} {runs[prefix][0]}")
-    print(f"same greedy tokens with and without prefix caching: {runs[True][1] == runs[False][1]}")
+    # 3. prefix caching
+    sp_prompts, sp_params = chat_workload(tok, n, seed=2, shared_prefix_frac=0.8)
+    runs = serve_in_turn({p: (lambda p=p: serve(il.Engine(model, tok, enable_prefix_caching=p), sp_prompts, sp_params))
+                          for p in (False, True)}, rounds)
+    off, on = ([serving_stats(r) for r in runs[k]] for k in (False, True))
+    same = [o.outputs[0].token_ids for o in runs[True][0].outputs] == [o.outputs[0].token_ids for o in runs[False][0].outputs]
+    ttft = ratio_of([a.ttft_p50_s / b.ttft_p50_s for a, b in zip(off, on)])
+    mean_ttft = ratio_of([sum(o.metrics.ttft for o in a.outputs) / sum(o.metrics.ttft for o in b.outputs)
+                          for a, b in zip(runs[False], runs[True])])
+    print(f"\nprefix caching (80% shared prefix, burst of {n}): same tokens {same}; hit rate "
+          f"{on[0].prefix_hit_rate:.0%}; mean TTFT off / on {mean_ttft}, p50 {ttft}")
 
-    contexts = [len(p) + sp.max_tokens // 2 for p, sp in zip(prompts, params)][:args.max_num_seqs]
-    paged_ms, contiguous_ms, step_ratio = decode_step_costs(model, contexts, args.block_size)
-    print(f"one decode step of {len(contexts)} rows at contexts {min(contexts)}-{max(contexts)}: paged cache "
-          f"{paged_ms:.2f} ms, contiguous cache {contiguous_ms:.2f} ms; paged / contiguous {step_ratio}")
-
-    print(f"engine_tokens_per_s: {eng.throughput:.1f}")
-    print(f"static_batching_tokens_per_s: {st.throughput:.1f}")
-    print(f"one_at_a_time_tokens_per_s: {one.throughput:.1f}")
-    print(f"throughput_engine_vs_one_at_a_time: {eng.throughput / one.throughput:.2f}")
-    print(f"throughput_engine_vs_static_batching: {eng.throughput / st.throughput:.2f}")
-    if args.throughput_budget:
-        b = args.throughput_budget
-        print(f"engine_budget{b}_tokens_per_s: {large.throughput:.1f}")
-        print(f"throughput_engine_budget{b}_vs_one_at_a_time: {large.throughput / one.throughput:.2f}")
-        print(f"throughput_engine_budget{b}_vs_static_batching: {large.throughput / st.throughput:.2f}")
-    print(f"mean_ttft_engine_s: {eng.mean_ttft_s:.3f}")
-    print(f"mean_ttft_static_batching_s: {st.mean_ttft_s:.3f}")
-    print(f"mean_ttft_one_at_a_time_s: {one.mean_ttft_s:.3f}")
-    print(f"mean_ttft_no_prefix_cache_s: {runs[False][0].mean_ttft_s:.3f}")
-    print(f"mean_ttft_prefix_cache_s: {runs[True][0].mean_ttft_s:.3f}")
-    print(f"prefix_cache_hit_rate: {runs[True][0].prefix_hit_rate:.3f}")
-    print(f"ttft_speedup_prefix_caching: {runs[False][0].mean_ttft_s / runs[True][0].mean_ttft_s:.2f}")
-    print(f"decode_step_paged_vs_contiguous: {step_ratio.median:.2f}")
+    print()
+    print(f"machine: {where}")
+    for name, value in results.items():
+        print(f"{name}: {value.median:.2f}" if hasattr(value, "median") else f"{name}: {value:.3f}")
+    for label, rate in sustained.items():
+        print(f"sustained_rate_{label}_per_s: {rate:.2f}")
+    print(f"sustained_rate_engine_vs_static: {sustained['engine'] / sustained['static'] if sustained['static'] else float('inf'):.2f}")
+    print(f"prefix_cache_hit_rate: {on[0].prefix_hit_rate:.3f}")
+    print(f"ttft_speedup_prefix_caching: {mean_ttft.median:.2f}")
 
 
 if __name__ == "__main__":
