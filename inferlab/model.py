@@ -91,9 +91,12 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.append(layer, k, v)  # now every key/value this sequence may attend to
-        out = attend(q, k, v, mask)
+        if getattr(cache, "attend", None) is not None:   # a cache that runs attention itself (the engine's prefill)
+            out = cache.attend(layer, q, k, v)
+        else:
+            if cache is not None:
+                k, v = cache.append(layer, k, v)  # now every key/value this sequence may attend to
+            out = attend(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.d_model))
 
 
@@ -184,8 +187,8 @@ class GPT(nn.Module):
         positions: ``[B, T]`` position of every token in its sequence (default: counted from the
             cache's length and ``pad_mask``).
         cache: any object with ``attention_mask(T, pad_mask) -> (mask, positions)``, ``append(layer, k, v)``
-            and ``advance(T)`` (see ``kvcache.KVCache`` and the engine's paged cache). None: no cache,
-            plain causal attention over ``idx``.
+            and ``advance(T)`` (see ``kvcache.KVCache`` and the engine's paged cache); a cache may instead
+            compute attention itself with ``attend(layer, q, k, v)``. None: plain causal attention over ``idx``.
         pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to.
         last_only: return logits ``[B, 1, vocab]`` for the last position only; generation needs no
             more, and the head over every prompt position is wasted work.

@@ -44,10 +44,6 @@ class BlockManager:
     def num_free(self) -> int:
         return len(self.free_ids)
 
-    @property
-    def num_used(self) -> int:
-        return self.num_blocks - len(self.free_ids)
-
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 

@@ -68,8 +68,7 @@ class Engine:
         self._ids = itertools.count()
 
     def __repr__(self):
-        return (f"Engine({self.config.name}, {self.num_blocks} KV blocks x {self.block_size} tokens, "
-                f"max_num_seqs={self.max_num_seqs}, max_num_batched_tokens={self.max_num_batched_tokens})")
+        return f"Engine({self.config.name}, {self.num_blocks} KV blocks x {self.block_size} tokens)"
 
     def _make_request(self, prompt, params, request_id=None, arrival_time=None) -> Request:
         params = SamplingParams() if params is None else params
@@ -79,7 +78,7 @@ class Engine:
         ids = encode_prompt(self.tok, prompt, cfg.max_seq_len, cfg.vocab_size)
         if len(ids) + params.max_tokens > cfg.max_seq_len:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's "
-                             f"context max_seq_len={cfg.max_seq_len}; ask for at most {cfg.max_seq_len - len(ids)} tokens")
+                             f"context max_seq_len={cfg.max_seq_len}")
         bad = [i for i in params.stop_token_ids or () if i >= cfg.vocab_size]
         if bad:
             raise ValueError(f"stop_token_ids must lie in [0, vocab_size={cfg.vocab_size}), got {bad[0]}")

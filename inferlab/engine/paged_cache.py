@@ -2,11 +2,9 @@
 
 ``KVPool`` holds the keys and values of every block of every layer, ``[n_layer, num_blocks, n_kv_head,
 block_size, head_dim]``: token slot ``s`` is offset ``s % block_size`` of physical block ``s // block_size``.
-``PagedBatch`` is the cache object the model sees for one forward pass (the calls of ``KVCache``):
-``attention_mask`` lets each new token see its own sequence's keys up to its position; ``append`` writes
-the new keys/values into their slots (the *slot mapping*), then gathers each sequence's blocks, through
-its block table, into one tensor. Production engines (vLLM's PagedAttention) read the blocks inside the
-attention kernel instead of gathering a copy; the arithmetic is the same.
+``PagedBatch`` is the cache the model sees for one forward pass: it writes the new keys/values into their
+slots (the *slot mapping*), then gathers each sequence's blocks through its block table. vLLM's
+PagedAttention reads the blocks inside the attention kernel instead of gathering a copy.
 """
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
+from ..model import attend
 
 
 class KVPool:
@@ -59,25 +58,23 @@ class PagedBatch:
     cached ones, in the blocks of ``block_tables[r]``. Two layouts:
 
     * ``packed=False`` (decode): one row per sequence, ``[B, 1]``, one new token each; the keys of each
-      row are its blocks, padded to the longest table.
-    * ``packed=True`` (prefill): all new tokens one after the other in a single row ``[1, N]``, the keys of
-      every sequence side by side, and a mask that keeps each token to its own sequence: prompts of
-      different lengths share a pass with no padding (vLLM does this with a variable-length kernel).
+      row are its blocks, padded to the longest table, and one masked attention covers the batch.
+    * ``packed=True`` (prefill): all new tokens one after the other in a single row ``[1, N]``, so prompts of
+      different lengths need no padding, and ``attend`` runs attention sequence by sequence over each
+      one's own blocks (what vLLM does in one call of a variable-length attention kernel).
     """
 
     def __init__(self, pool: KVPool, block_tables: list, num_computed: list, num_new: list, packed: bool = False):
-        self.pool, device = pool, pool.k.device
-        bs, kv, B = pool.block_size, pool.config.n_kv_head, len(num_new)
+        self.pool, device, bs = pool, pool.k.device, pool.block_size
         used = [-(-(c + n) // bs) for c, n in zip(num_computed, num_new)]   # blocks each sequence reads
         if packed:
-            seq = torch.repeat_interleave(torch.arange(B), index_tensor(num_new))           # [N] query -> sequence
             positions = torch.cat([torch.arange(c, c + n) for c, n in zip(num_computed, num_new)])[None]
             tables = index_tensor([b for t, u in zip(block_tables, used) for b in t[:u]])[None]   # [1, W]
-            key_seq = torch.repeat_interleave(torch.arange(B), index_tensor(used) * bs)
-            key_pos = torch.cat([torch.arange(u * bs) for u in used])
-            mask = (key_seq[None, :] == seq[:, None]) & (key_pos[None, :] <= positions[0, :, None])   # [N, S]
-            self.mask = mask[None, None].to(device)
-            self.last = (torch.cumsum(index_tensor(num_new), 0) - 1).to(device)   # each sequence's newest token
+            ends_q, ends_k = np.cumsum(num_new).tolist(), (np.cumsum(used) * bs).tolist()
+            self.spans = [(eq - n, eq, ek - u * bs, ek) for eq, ek, n, u in zip(ends_q, ends_k, num_new, used)]
+            self.masks = [(torch.arange(u * bs)[None, :] <= torch.arange(c, c + n)[:, None])[None, None].to(device)
+                          for c, n, u in zip(num_computed, num_new, used)]   # causal, over its own keys
+            self.mask, self.last = None, (index_tensor(ends_q) - 1).to(device)   # each sequence's newest token
         else:
             if any(n != 1 for n in num_new):
                 raise ValueError(f"an unpacked batch holds one new token per row (decode), got num_new={num_new}")
@@ -86,17 +83,18 @@ class PagedBatch:
             positions = index_tensor(num_computed)[:, None]                               # [B, 1]
             mask = torch.arange(width * bs)[None, :] <= positions                         # [B, S]
             self.mask, self.last = mask[:, None, None].to(device), None
+            self.attend = None   # the model's own masked attention
         # the slot mapping: where each new token's key/value goes, in the pool seen as rows of
         # [block_size, head_dim], one row per (block, kv head)
         slots = index_tensor([slot_of(t, p, bs) for t, c, n in zip(block_tables, num_computed, num_new)
                               for p in range(c, c + n)])
-        heads = torch.arange(kv)
-        write_rows = ((slots // bs)[:, None] * kv + heads) * bs + (slots % bs)[:, None]
-        read_rows = tables[:, None, :] * kv + heads[None, :, None]          # [rows, KV, blocks]
+        heads = torch.arange(pool.config.n_kv_head)
+        write_rows = ((slots // bs)[:, None] * heads.numel() + heads) * bs + (slots % bs)[:, None]
+        read_rows = tables[:, None, :] * heads.numel() + heads[None, :, None]   # [rows, KV, blocks]
         self.positions, self.shape = positions.to(device), tables.shape
         self.write_rows, self.read_rows = write_rows.flatten().to(device), read_rows.flatten().to(device)
 
-    def attention_mask(self, T: int, pad_mask):
+    def attention_mask(self, T: int, pad_mask):   # each new token sees its own sequence up to its position
         return self.mask, self.positions
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
@@ -110,6 +108,13 @@ class PagedBatch:
                                         out=self.pool.gather_buffer(name, self.read_rows.numel()))
             out.append(blocks.view(rows, cfg.n_kv_head, width * bs, cfg.head_dim))
         return out[0], out[1]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Packed layout: write and gather as ``append``, then attention for each sequence's queries over
+        its own keys only, so the work grows with each sequence's length, not with the whole batch's."""
+        keys, values = self.append(layer, k, v)
+        return torch.cat([attend(q[:, :, qs:qe], keys[:, :, ks:ke], values[:, :, ks:ke], mask)
+                          for (qs, qe, ks, ke), mask in zip(self.spans, self.masks)], dim=2)
 
     def advance(self, T: int):
         pass

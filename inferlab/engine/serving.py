@@ -93,7 +93,8 @@ def kv_slots(engine) -> tuple[int, int]:
         computed += req.num_computed_tokens
         held += len(req.block_table)
     # only full blocks are shared, so each extra table holding one counted block_size tokens twice
-    return engine.block_manager.num_used * engine.block_size, computed - engine.block_size * (held - len(blocks))
+    used_blocks = engine.num_blocks - engine.block_manager.num_free
+    return used_blocks * engine.block_size, computed - engine.block_size * (held - len(blocks))
 
 
 def serve(engine, prompts, sampling_params, arrival_times=None, record: bool = False) -> Served:
@@ -145,7 +146,7 @@ def step_summary(engine) -> dict:
             "rows": [(r.request_id, "decode", n) for r, n in s.decode] +
                     [(r.request_id, "prefill", n) for r, n in s.prefill],
             "preempted": [r.request_id for r in s.preempted],
-            "budget": engine.max_num_batched_tokens, "blocks_used": engine.block_manager.num_used,
+            "budget": engine.max_num_batched_tokens, "blocks_used": engine.num_blocks - engine.block_manager.num_free,
             "num_blocks": engine.num_blocks}
 
 
