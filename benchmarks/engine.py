@@ -9,9 +9,11 @@ SOSP 2023, https://arxiv.org/abs/2309.06180, section 6):
 * Equal KV-cache memory. All three ways get the same bytes for keys and values. Static batching keeps one
   contiguous cache per batch that reserves, for every row, the batch's longest prompt plus its longest
   allowed output, and takes requests in arrival order while they fit; one at a time reserves prompt +
-  max_tokens per request; the engine's paged pool holds the same bytes. Workload: prompts of 16-256
-  tokens cut from the bundled corpus, output lengths long-tailed (lognormal, median 32 tokens, 4-240),
-  greedy, all arriving at once. Reported: throughput ratios at two memory sizes (median over rounds that
+  max_tokens per request; the engine's paged pool holds the same bytes. Each request's max_tokens is
+  its true output length, so static batching reserves exactly the longest answer of its batch: the most
+  favourable case for it (the paper's "Oracle" variant of Orca). Workload: prompts of 16-256 tokens cut
+  from the bundled corpus, output lengths long-tailed (lognormal, median 64 tokens, 4-256), greedy, all
+  arriving at once. Reported: throughput ratios at two memory sizes (median over rounds that
   alternate the ways, with the quartiles), and KV memory waste (reserved slots holding no token, averaged
   over time) for each way.
 * Latency against request rate. Poisson arrivals at rates from light load to past saturation, as

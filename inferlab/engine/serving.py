@@ -1,7 +1,8 @@
 """Serving a stream of requests and measuring it, outside the engine (notebook 06, benchmarks/engine.py).
 
 * ``chat_workload``: prompts cut from the bundled corpus, 16-256 tokens, and long-tailed output lengths
-  (lognormal, as chat traffic is: most answers short, a few very long), seeded.
+  (lognormal, median 64, 4-256 tokens, as chat traffic is: most answers short, a few very long; ShareGPT's
+  answers average 338 tokens, https://arxiv.org/abs/2309.06180 table 1), seeded.
 * ``poisson_arrivals``: arrival times of requests at a mean rate, the way serving papers load a system.
 * ``serve``: feed an engine its requests at their arrival times and step it until all are done. The
   clock is wall time, but idle gaps while waiting for the next arrival are skipped instead of slept.
@@ -29,8 +30,8 @@ def _corpus_ids(tok, chars: int = 60000) -> tuple:
     return tuple(tok.encode(load_corpus()[:chars]))
 
 
-def chat_workload(tok, num_requests: int = 64, prompt_len=(16, 256), median_output: int = 32,
-                  output_len=(4, 240), sigma: float = 1.0, shared_prefix_frac: float = 0.0, seed: int = 0):
+def chat_workload(tok, num_requests: int = 64, prompt_len=(16, 256), median_output: int = 64,
+                  output_len=(4, 256), sigma: float = 1.0, shared_prefix_frac: float = 0.0, seed: int = 0):
     """(prompts as token-id lists, one greedy ``SamplingParams`` per prompt). Prompt lengths are uniform in
     ``prompt_len``; output lengths lognormal with median ``median_output`` and shape ``sigma``, clipped to
     ``output_len``. ``shared_prefix_frac``: that share of every prompt is the same opening (a system prompt)."""
