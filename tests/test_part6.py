@@ -178,6 +178,9 @@ def test_prediction_65_is_judged_against_the_learners_measurement():
     assert ex.verdict("6.5", 8, Ratio(1.5, 1.3, 1.7))[0] is False        # too optimistic for that machine
     assert ex.verdict("6.5", 1.2, Ratio(6.0, 5.5, 6.5))[0] is False      # too pessimistic for a GPU-like gain
     assert ex.verdict("6.5", 6, Ratio(1.1, 0.8, 1.6))[0] is True         # unclear measurement: reasoning accepted
+    assert ex.verdict("6.5", 3, Ratio(11.0, 4.0, 12.0))[0] is True       # more than 8 seats can give: disturbed
+    assert ex.run_solution("6.5", {"batching_gain": Ratio(11.0, 4.0, 12.0)}) == []
+    assert ex.run_solution("6.5", {"batching_gain": Ratio(1.05, 1.01, 1.1)}) == []
     assert ex.verdict("6.5", 3, 2.5)[0] is True                          # a plain number works too
     assert ex.verdict("6.5", 3)[0] is False                              # no measurement: asks for it
     assert ex.verdict("6.5", "three", quiet)[0] is False

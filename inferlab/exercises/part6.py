@@ -207,7 +207,7 @@ def _verify_gain(answer, measured):
     if value > seats:
         return False, (f"More than {seats}x would need more than {seats} requests per step, or a step of {seats} rows "
                        "cheaper than a step of one row: neither can happen with 8 seats.")
-    if low <= 1:
+    if low <= 1 or median > seats:   # no gain, or more than 8 seats can give: a disturbed measurement
         return True, (f"Your measurement was not clear ({median:.2f}x, round by round {low:.2f}-{high:.2f}x): the "
                       "machine was probably busy, so your reasoning is accepted; run the serving cell again when "
                       "it is quiet.")
