@@ -130,15 +130,44 @@ def test_exercise_5_4_names_the_clipping():
                                         .to(torch.int8), w.abs().amax(1) / 127))[0]
 
 
+INT8_MEASURED = {"memory_bound": 3.7, "bundled": 1.5, "fewer_bytes": 3.93, "float32_bytes": 393, "int8_bytes": 100}
+
+
+def test_exercise_5_5_prediction_against_the_measurement():
+    """Right: near the measurement, or the bytes-ratio reasoning of a memory-bound step even where this
+    machine's kernel fell short. Wrong: no gain (the overhead-bound model's answer), the memory ratio, more
+    than the bytes allow."""
+    m = INT8_MEASURED
+    assert ex.verdict("5.5", 3.0, m)[0] and ex.verdict("5.5", 3.9, m)[0]
+    slow_kernel = dict(m, memory_bound=1.6)   # a machine whose int8 kernel streams slowly
+    ok, msg = ex.verdict("5.5", 3.9, slow_kernel)
+    assert ok and "reasoned from the bytes" in msg
+    for wrong, word in ((1.0, "overhead-bound"), (1 / 3.93, "memory ratio"), (16, "More than the bytes")):
+        ok, msg = ex.verdict("5.5", wrong, m)
+        assert not ok and word in msg, (wrong, msg)
+    assert not ex.verdict("5.5", -2, m)[0]
+    ok, msg = ex.verdict("5.5", 3.9)   # no measurement passed: a reminder, not a verdict
+    assert not ok and "int8_measured" in msg
+
+
+def test_exercise_5_6():
+    assert ex.verdict("5.6", 131072)[0]
+    for wrong, word in ((524288, "QUERY"), (65536, "both"), (262144, "float32"), (4096, "one layer"),
+                        (131072 * 8, "bits")):
+        ok, msg = ex.verdict("5.6", wrong)
+        assert not ok and word in msg and "131,072" not in msg
+    assert not ex.verdict("5.6", 7)[0]
+
+
 def test_solutions_bind_only_fresh_names():
     """check_solutions runs each solution in the notebook's namespace: none may rebind a notebook name."""
-    namespace = {"c": 0.3, "alpha": 0.7, "gamma": 4, "n": 5, "torch": torch}
-    for key in ("5.1", "5.2", "5.3", "5.4"):
+    namespace = {"c": 0.3, "alpha": 0.7, "gamma": 4, "n": 5, "torch": torch, "int8_measured": dict(INT8_MEASURED)}
+    for key in ("5.1", "5.2", "5.3", "5.4", "5.5", "5.6"):
         assert ex.run_solution(key, namespace) == [], key
     assert namespace["c"] == 0.3 and namespace["n"] == 5
 
 
-@pytest.mark.parametrize("key", ["5.1", "5.2", "5.3", "5.4"])
+@pytest.mark.parametrize("key", ["5.1", "5.2", "5.3", "5.4", "5.5", "5.6"])
 def test_unanswered_exercises_never_raise(key, capsys):
     ex.check(key, None)
     assert ex.verdict(key, None)[0] is False
@@ -155,3 +184,78 @@ def test_speculative_view_widget_states():
     for bad in (dict(alpha=1.0), dict(c=-0.1), dict(max_gamma=0)):
         with pytest.raises(ValueError):
             viz.speculative_view(**bad)
+
+
+# --- the live widgets: built by inferlab, driven here with values a learner could set -------------------
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def test_speculative_widget_carries_its_picture_and_follows_the_sliders():
+    live = viz.speculative_widget(0.71, 0.23, {4: 1.1})
+    bundle = live._repr_mimebundle_()
+    assert WIDGET in bundle and bundle["image/png"] and bundle["text/plain"].startswith("Live widget: sliders")
+    alpha, c = live.widget.children[:2]
+    assert (alpha.value, c.value) == (0.71, 0.23)
+    alpha.value, c.value = 0.9, 0.02       # a learner moves the sliders: a GPU-like draft
+    assert "best gamma 8" in live.widget.result.axes[0].get_title()
+    c.value = 1.0
+    assert "best gamma 1" in live.widget.result.axes[0].get_title()
+    assert viz.speculative_widget(0.5, 3.0).widget.children[1].value == 1.0   # c clipped to the slider's range
+    with pytest.raises(ValueError):
+        viz.speculative_widget(1.2, 0.1)
+
+
+def test_tradeoff_widget_offers_what_was_measured():
+    live = viz.tradeoff_widget(fake_measurements(), "int8", 1, False)
+    assert "image/png" in live._repr_mimebundle_()
+    weights, batch, spec = live.widget.children[:3]
+    assert list(weights.options) == ["float32", "bfloat16", "int8", "q4_0"] and list(batch.options) == [1, 4]
+    weights.value, batch.value, spec.value = "q4_0", 4, True
+    assert "q4_0" in live.widget.result.axes[0].get_title()
+    with pytest.raises(ValueError, match="batch size 3"):
+        viz.tradeoff_widget(fake_measurements(), "int8", 3)
+
+
+def _label_boxes(fig, ax):
+    """The labels' text boxes in pixels (without the thin lines that join a moved label to its point)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+    canvas = FigureCanvasAgg(fig) if not hasattr(fig.canvas, "get_renderer") else fig.canvas
+    canvas.draw()
+    return [Text.get_window_extent(t, canvas.get_renderer()) for t in ax.texts]
+
+
+def test_scatter_labels_never_overlap():
+    """bfloat16 and float16 store the same bytes and ran at nearly the same speed: their labels must not
+    overlap (issue: the trade-off scatter's labels)."""
+    m = fake_measurements()
+    for name, speed, big in (("float16", 0.92, 1.95), ("q8_0", 1.08, 3.55)):
+        m["formats"][name] = dict(m["formats"]["bfloat16" if name == "float16" else "int8"], speedup=speed,
+                                  big_speedup=big)
+    for fig in (viz.plot_weight_formats(m["formats"]), viz.tradeoff_view(m, "int8", 4, True)):
+        ax = fig.axes[-1]
+        boxes = _label_boxes(fig, ax)
+        assert len(boxes) == 2 * len(m["formats"]) - 2   # both models, float32 once, q4_0 only on the bundled
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), "two labels overlap"
+
+
+def test_place_labels_moves_colliding_labels_apart():
+    fig, ax = plt.subplots(dpi=150)
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    points = [(5, 5, "bfloat16"), (5, 5.05, "float16"), (5, 4.95, "int8")]
+    texts = viz.place_labels(ax, points)
+    assert [t.get_text() for t in texts] == ["int8", "bfloat16", "float16"]
+    boxes = _label_boxes(fig, ax)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_plot_error_vs_bits():
+    fig = viz.plot_error_vs_bits([("int8", 8.1, 7e-3), ("q4_0", 4.5, 0.1), ("float16", 16, 0.0)])
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert "float16 (exact)" in labels and len(labels) == 3
+    with pytest.raises(ValueError):
+        viz.plot_error_vs_bits([])

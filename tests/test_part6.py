@@ -9,6 +9,7 @@ import inferlab as il
 from inferlab import exercises as ex
 from inferlab.engine.baselines import mixed_workload, static_batching
 from inferlab.engine.metrics import StepRecord
+from inferlab.timing import Ratio
 from inferlab.viz import engine as viz
 
 
@@ -157,10 +158,67 @@ def test_exercise_checks_accept_right_and_reject_wrong(key, capsys):
     assert "answer" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("key", sorted(RIGHT))
+@pytest.mark.parametrize("key", sorted(RIGHT) + ["6.5"])
 def test_solutions_bind_only_their_answer(key):
-    namespace = {"il": il, "table": [7, 2, 9], "engine": None}   # names notebook 06 has
+    namespace = {"il": il, "table": [7, 2, 9], "engine": None,   # names notebooks 06 and 06a have
+                 "batching_gain": Ratio(2.4, 2.1, 2.8)}
     assert ex.run_solution(key, namespace) == []
+
+
+def test_prediction_65_is_judged_against_the_learners_measurement():
+    quiet = Ratio(2.4, 2.1, 2.8)
+    for right in (2, 3, 4.5, 7):
+        assert ex.verdict("6.5", right, quiet)[0] is True, right
+    hints = set()
+    for wrong in (1, 0.5, 9, 20, 0.7):       # the wrong side of 1, or more than the 8 seats allow
+        ok, message = ex.verdict("6.5", wrong, quiet)
+        assert ok is False, wrong
+        hints.add(message)
+    assert len(hints) == 2
+    assert ex.verdict("6.5", 8, Ratio(1.5, 1.3, 1.7))[0] is False        # too optimistic for that machine
+    assert ex.verdict("6.5", 1.2, Ratio(6.0, 5.5, 6.5))[0] is False      # too pessimistic for a GPU-like gain
+    assert ex.verdict("6.5", 6, Ratio(1.1, 0.8, 1.6))[0] is True         # unclear measurement: reasoning accepted
+    assert ex.verdict("6.5", 3, Ratio(11.0, 4.0, 12.0))[0] is True       # more than 8 seats can give: disturbed
+    assert ex.run_solution("6.5", {"batching_gain": Ratio(11.0, 4.0, 12.0)}) == []
+    assert ex.run_solution("6.5", {"batching_gain": Ratio(1.05, 1.01, 1.1)}) == []
+    assert ex.verdict("6.5", 3, 2.5)[0] is True                          # a plain number works too
+    assert ex.verdict("6.5", 3)[0] is False                              # no measurement: asks for it
+    assert ex.verdict("6.5", "three", quiet)[0] is False
+
+
+def test_kv_memory_widget_follows_block_size_and_answer_length():
+    small, large = viz.kv_memory_view(4, 512), viz.kv_memory_view(256, 512)
+    assert small.result["mean"]["paging"] > large.result["mean"]["paging"]     # bigger blocks waste more
+    assert small.result["mean"]["reserve the context"] == large.result["mean"]["reserve the context"]
+    short, long_ = viz.kv_memory_view(16, 64), viz.kv_memory_view(16, 1536)
+    assert short.result["mean"]["reserve prompt + max_tokens"] > long_.result["mean"]["reserve prompt + max_tokens"]
+    assert "blocks of 256 tokens" in large._suptitle.get_text() and large.dpi == 150
+    for bad in ({"block_size": 0}, {"max_tokens": 2000}, {"block_size": 16.0}):
+        with pytest.raises(ValueError):
+            viz.kv_memory_view(**{"block_size": 16, "max_tokens": 512, **bad})
+    for value in viz.BLOCK_SIZES:               # every slider position draws
+        viz.kv_memory_view(value, viz.MAX_TOKENS[-1])
+
+
+def test_widgets_carry_their_picture_and_words():
+    for made in (viz.kv_memory_widget(), viz.serving_widget(arrival_rate=100.0, kv_tokens=512, block_size=8)):
+        bundle = made._repr_mimebundle_()
+        assert bundle["image/png"] and bundle["text/plain"].startswith("Live widget: sliders for")
+        assert "children=" not in bundle["text/plain"]
+
+
+def test_load_sweep_serves_every_rate_and_latency_grows_with_load(draft):
+    model, tok = draft
+    result = viz.load_sweep([3000, 5], model=model, tok=tok, num_requests=8, rounds=1)
+    assert result["rates"] == [5.0, 3000.0] and len(result["stats"]) == len(result["timings"]) == 2
+    slow, fast = result["stats"]
+    assert slow.num_requests == fast.num_requests == 8
+    assert fast.throughput > slow.throughput          # a burst is served faster than arrivals 0.2 s apart
+    fig = viz.plot_load_sweep(result)
+    assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
+    for bad in ([], [0], "10"):
+        with pytest.raises(ValueError, match="rates"):
+            viz.load_sweep(bad, model=model, tok=tok)
 
 
 def test_exercise_answers_agree_with_the_engine(draft):

@@ -1,7 +1,9 @@
-"""Exercises of notebook 05 (inference optimization): ``ex.check("5.1", answer)`` ... ``"5.4"``.
+"""Exercises of notebook 05 (inference optimization): ``ex.check("5.1", answer)`` ... ``"5.6"``.
 
+5.1, 5.2, 5.5 and 5.6 are in the core lesson (5.5 a prediction checked against the learner's own
+measurement); 5.3 sits in the deep dive 05b (speculative decoding), 5.4 in 05a (quantization formats).
 Every check recomputes the right answer with the package's own code (``optimize.quantize``,
-``optimize.speculative``), so it tests the idea, not a number copied from the notebook.
+``optimize.speculative``, ``kv_cache_bytes``), so it tests the idea, not a number copied from the notebook.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from . import as_number as _number, exercise
 
 EX51 = {"out_features": 4096, "in_features": 4096, "scheme": "q4_0", "group_size": 32}
 EX52 = {"alpha": 0.8, "gamma": 4, "c": 0.1}
+EX56 = {"model": "llama-3-8b", "dtype": torch.bfloat16}
 
 
 @exercise(
@@ -164,3 +167,83 @@ def _verify_int8(answer):
     if (q.float().abs().amax(1) < 120).any():
         return False, "Within the bound, but the range [-127, 127] is not used: scale = max |w| / 127 per row."
     return True, f"int8 per channel: largest error {err.max():.2e}, within scale / 2 everywhere."
+
+
+@exercise(
+    "5.5",
+    question=("Predict, before the measurement: how many times as fast will one decode step of the memory-bound "
+              "model (four real-size layers) run with int8 weights as with float32 weights? A number (float32 "
+              "time / int8 time)."),
+    measured="int8_measured",
+    solution='''
+The step streams every weight once and does two FLOPs per weight: far below the ridge point, memory-bound
+(notebook 04). Its time is its bytes over the rate memory delivers them, so it follows the bytes:
+
+    answer_55 = int8_measured["float32_bytes"] / int8_measured["int8_bytes"]   # about 3.9 times fewer bytes
+    # int8 stores one byte per weight plus one float32 scale per row, against float32's four bytes
+
+The measurement then says how close this machine's int8 kernel came to streaming its bytes as fast as
+float32's kernel streams its own (the identity printed under the table).
+''')
+def _verify_int8_prediction(answer, measured):
+    value = _number(answer)
+    got, fewer = float(measured["memory_bound"]), float(measured["fewer_bytes"])
+    if value <= 0:
+        return False, "A speedup is float32's step time over int8's: a positive number."
+    if value < 1 and abs(value - 1 / fewer) < 0.05:
+        return False, ("That is the memory ratio (int8 bytes over float32 bytes). The question asks for the speed: "
+                       "float32's step time over int8's.")
+    if got / 2 <= value <= got * 2:
+        return True, f"You predicted {value:.2f}, this machine measured {got:.2f} (within 2x)."
+    if abs(value - fewer) <= 0.25 * fewer:
+        return True, (f"You reasoned from the bytes ({fewer:.1f}x fewer), the rule for a memory-bound step; this "
+                      f"machine measured {got:.2f}: its int8 kernel streamed its bytes at a different rate than "
+                      "float32's (the identity under the table shows how much).")
+    if value <= 1.25:
+        return False, ("You expected little or no gain: that holds for an overhead-bound step like the bundled "
+                       "model's. This model's step streams hundreds of megabytes of weights per token, which no "
+                       "cache holds, so reading fewer of them is what it waits for.")
+    if value > fewer * 1.25:
+        return False, ("More than the bytes allow: a memory-bound step reads every weight once, so it can gain "
+                       "at most about the ratio of the bytes (float32's bytes over int8's), unless a kernel was "
+                       "slow to begin with.")
+    return False, ("Far from the measurement. Hint: a memory-bound step's time is the bytes it reads over the "
+                   "rate memory delivers them; compare the bytes int8 and float32 store.")
+
+
+@exercise(
+    "5.6",
+    question=("Llama-3-8B has 32 layers, 32 query heads of 128 dimensions and 8 key/value heads (grouped-query "
+              "attention). How many bytes does its KV cache take per token of context, over all layers, in "
+              "bfloat16? Give an int."),
+    solution='''
+Per layer a token stores one key and one value vector per KEY/VALUE head (not per query head):
+
+    sol_layers, sol_kv_heads, sol_head_dim, sol_bytes = 32, 8, 128, 2
+    answer_56 = 2 * sol_layers * sol_kv_heads * sol_head_dim * sol_bytes   # keys and values: 131,072 bytes
+    # the same with the package: il.kv_cache_bytes(il.MODEL_CONFIGS["llama-3-8b"], 1, 1, torch.bfloat16)
+
+With 32 key/value heads (multi-head attention) it would be four times as much; a 8,192-token context
+takes about 1 GiB per sequence instead of 4.
+''')
+def _verify_gqa_bytes(answer):
+    from ..counting import kv_cache_bytes
+    from ..config import get_config
+    value = _number(answer)
+    cfg = get_config(EX56["model"])
+    expected = kv_cache_bytes(cfg, 1, 1, EX56["dtype"])
+    if value == expected:
+        return True, (f"{expected:,} bytes per token: {cfg.n_head // cfg.n_kv_head}x less than with one "
+                      "key/value head per query head.")
+    if value == expected * cfg.n_head // cfg.n_kv_head:
+        return False, "That counts a key/value head per QUERY head: with grouped-query attention only n_kv_head are stored."
+    if value == expected // 2:
+        return False, "That stores keys or values: a token stores both."
+    if value == expected * 2:
+        return False, "That is 4 bytes per number (float32): bfloat16 takes 2."
+    if value == expected // cfg.n_layer:
+        return False, "That is one layer: every layer keeps its own keys and values."
+    if value == expected * 8:
+        return False, "That is bits, not bytes."
+    return False, ("Hint: multiply keys and values (2) x layers x key/value heads x dimensions per head x bytes "
+                   "per number.")

@@ -1,4 +1,5 @@
-"""Exercises of notebook 06 (the inference engine): ``ex.check("6.1", answer)`` ... ``"6.4"``.
+"""Exercises of notebook 06 (the inference engine): ``ex.check("6.1", answer)`` ... ``"6.5"`` (6.2 sits in the
+deep dive 06a; 6.5 is a prediction checked against the learner's own measurement).
 
 Each check recomputes the right answer with the engine's own code (the block manager's arithmetic, the
 slot mapping, the prefix cache lookup, ``SamplingParams``), so it tests the idea, not a copied number.
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import numbers
 
-from . import exercise
+from . import as_number as _number, exercise
+from .part4 import compare_guess   # the same line every predict-then-measure cell prints
 
 EX61 = {"prompt": 100, "max_tokens": 30, "block_size": 16}
 EX62 = {"block_table": [7, 2, 9], "block_size": 16, "position": 37}
 EX63 = {"shared": 50, "block_size": 16}
+EX65 = {"seats": 8, "factor": 3.0}
 
 
 def _int(answer) -> int:
@@ -31,7 +34,7 @@ def _int(answer) -> int:
 The request stores keys/values for every token it feeds through the model: the prompt and every generated
 token but the last, 100 + 30 - 1 = 129 tokens. Blocks are taken whole, so round up:
 
-    answer = -(-(100 + 30 - 1) // 16)     # ceil(129 / 16) = 9 blocks = 144 slots, 15 of them never filled
+    answer_61 = -(-(100 + 30 - 1) // 16)     # ceil(129 / 16) = 9 blocks = 144 slots, 15 of them never filled
     # the engine's own arithmetic: engine.block_manager.blocks_needed(129)
 
 Reserving the maximum up front would not be much worse here, but a system that reserved the model's whole
@@ -69,7 +72,7 @@ Position 37 is in logical block 37 // 16 = 2, at offset 37 % 16 = 5. The block t
 to physical block 9, so:
 
     sol_table, sol_bs, sol_pos = [7, 2, 9], 16, 37
-    answer = sol_table[sol_pos // sol_bs] * sol_bs + sol_pos % sol_bs     # 9 * 16 + 5 = 149
+    answer_62 = sol_table[sol_pos // sol_bs] * sol_bs + sol_pos % sol_bs     # 9 * 16 + 5 = 149
     # the engine's own: from inferlab.engine.paged_cache import slot_of; slot_of(sol_table, sol_pos, sol_bs)
 
 This is the slot mapping the engine computes for every new token before writing its keys and values.
@@ -111,7 +114,7 @@ def _verify_slot(answer):
 Only full blocks are hashed and shared, each hash chained over the whole prefix before it. The shared 50
 tokens fill 50 // 16 = 3 blocks; the 4th block mixes shared and different tokens, so its hash differs:
 
-    answer = (50 // 16) * 16      # 48 tokens reused, the rest of the prompt is computed
+    answer_63 = (50 // 16) * 16      # 48 tokens reused, the rest of the prompt is computed
     # check it with the engine: engine.requests[second_id].metrics.num_prefix_cached_tokens
 
 Smaller blocks share more of a prefix, but mean more blocks to look up and gather.
@@ -144,7 +147,8 @@ def _verify_prefix(answer):
 The names are vLLM's: temperature 0 is greedy, max_tokens counts generated tokens, stop ends the answer
 (the text is cut before it):
 
-    answer = il.SamplingParams(temperature=0.0, max_tokens=20, stop="\\n\\n")
+    import inferlab as il
+    answer_64 = il.SamplingParams(temperature=0.0, max_tokens=20, stop="\\n\\n")
     # the same line works with vLLM: from vllm import SamplingParams
 ''')
 def _verify_params(answer):
@@ -164,3 +168,54 @@ def _verify_params(answer):
         others = sorted(stops - {"\n\n"})
         return False, f"The answer would also end at {others}; only a blank line should end it."
     return True, "Greedy, 20 tokens at most, cut at a blank line (greedy ignores top_k and top_p)."
+
+
+def _gain(measured):
+    """The measured gain as (median, low, high): a ``timing.Ratio`` or a plain number."""
+    if hasattr(measured, "median") and hasattr(measured, "low"):
+        return float(measured.median), float(measured.low), float(measured.high)
+    value = _number(measured)
+    return value, value, value
+
+
+@exercise(
+    "6.5",
+    question=("Predict, before serving the workload: how many times the throughput of one request at a time will "
+              "continuous batching reach (12 requests, 8 seats, the same model)? Give a number; it is checked "
+              "against your own measurement."),
+    measured="batching_gain",
+    solution='''
+An engine step serves up to 8 requests, and a step of several rows costs little more than a step of one
+for a small model (lesson 04: such a step is mostly fixed cost). So the gain is at most 8, and less
+because the seats are not always full (12 requests over 8 seats: the batch empties towards the end) and
+because a step of several rows, prefills included, does cost more than a step of one:
+
+    sol_rows_per_step = 6      # requests in an average step: 8 seats, fewer as the queue drains
+    sol_step_cost = 2.0        # a step of that many rows against a step of one row
+    answer_65 = sol_rows_per_step / sol_step_cost     # about 3x
+
+The measurement then says how far your machine's steps were from free: divide the steps each way ran
+by their cost per step, as the cell after the timeline does.
+''')
+def _verify_gain(answer, measured):
+    value = _number(answer)
+    median, low, high = _gain(measured)
+    seats, factor = EX65["seats"], EX65["factor"]
+    if value <= 1:
+        return False, ("Continuous batching serves up to 8 requests in one forward pass: for a gain of 1 or less, "
+                       "a step of several rows would have to cost as much as that many steps of one row.")
+    if value > seats:
+        return False, (f"More than {seats}x would need more than {seats} requests per step, or a step of {seats} rows "
+                       "cheaper than a step of one row: neither can happen with 8 seats.")
+    if low <= 1 or median > seats:   # no gain, or more than 8 seats can give: a disturbed measurement
+        return True, (f"Your measurement was not clear ({median:.2f}x, round by round {low:.2f}-{high:.2f}x): the "
+                      "machine was probably busy, so your reasoning is accepted; run the serving cell again when "
+                      "it is quiet.")
+    if max(value / median, median / value) <= factor:
+        return True, (f"You predicted {value:.3g}x and measured {median:.2f}x (round by round {low:.2f}-{high:.2f}x): "
+                      "the right side of 1 and within a factor 3.")
+    if value > median:
+        return False, (f"Too optimistic: you measured {median:.2f}x. Steps were not full all the time, and a step of "
+                       "several rows (prefills above all) costs more than a step of one row.")
+    return False, (f"Too pessimistic: you measured {median:.2f}x. A step of several rows costs little more than a step "
+                   "of one for a small model, so each step's extra requests come almost free.")

@@ -8,9 +8,13 @@ Every function returns a matplotlib ``Figure`` built without pyplot:
   reference counts, and each request's block table;
 * ``fragmentation_sim(...)`` + ``plot_fragmentation(result)``: how much reserved KV memory holds real tokens
   when each request reserves its maximum length, against paging;
-* ``engine_view(arrival_rate, kv_tokens, block_size)``: the widget callback; serves a seeded workload with the
+* ``kv_memory_view(block_size, max_tokens)`` + ``kv_memory_widget()``: the fragmentation simulation as a live
+  widget (how block size and answer length change the share of reserved KV memory that holds tokens);
+* ``engine_view(arrival_rate, kv_tokens, block_size)`` + ``serving_widget()``: serves a seeded workload with the
   bundled draft model and shows throughput, latency and preemptions; ``request_segments`` reads each request's
-  waiting, prefill and decode spans from the engine's step trace.
+  waiting, prefill and decode spans from the engine's step trace;
+* ``load_sweep(rates, ...)`` + ``plot_load_sweep(result)``: serving metrics against the arrival rate, the way
+  the vLLM paper plots latency against request rate (deep dive 06b).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-DPI = 90
+DPI = 150   # legible at GitHub's width
 WAIT, PREFILL, DECODE, HELD = "#d9d9d9", "#e1812c", "#3b75af", "#c6dbef"
 OWNER_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
                 "#ccb974", "#64b5cd"]
@@ -194,10 +198,10 @@ def plot_fragmentation(result: dict) -> Figure:
     for name, color in zip(names, colors):
         ax.plot(result[name] * 100, color=color, lw=1, label=name)
     ax.set_xlabel("simulated decode step")
-    ax.set_ylabel("reserved KV slots holding a token (%)")
+    ax.set_ylabel("reserved slots holding a token (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)   # below: it covers no line
     means = [result["mean"][n] * 100 for n in names]
     ax2.barh(range(len(names)), means, color=colors)
     for i, v in enumerate(means):
@@ -205,12 +209,50 @@ def plot_fragmentation(result: dict) -> Figure:
     ax2.axvspan(20, 40, color="#c44e52", alpha=0.12, label="vLLM paper: earlier systems 20-40%")
     ax2.axvline(96, color="#55a868", ls="--", lw=1, label="vLLM paper: paging > 96%")
     ax2.set_yticks(range(len(names)), names, fontsize=8)
-    ax2.set_xlim(0, 110)
+    ax2.set_xlim(0, 118)
     ax2.invert_yaxis()
     ax2.set_xlabel("mean (%)")
     ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.25), ncol=2)
     fig.tight_layout()
     return fig
+
+
+BLOCK_SIZES = [1, 4, 8, 16, 32, 64, 128, 256]
+MAX_TOKENS = [64, 128, 256, 512, 1024, 1536]
+
+
+def kv_memory_view(block_size: int = 16, max_tokens: int = 512) -> Figure:
+    """Widget callback: the seeded fragmentation simulation (``fragmentation_sim``, 32 requests side by side,
+    prompts of 16-512 tokens, context 2,048) with blocks of ``block_size`` tokens and answers that ask for up to
+    ``max_tokens`` but stop earlier; ``fig.result`` holds the numbers."""
+    for name, value in (("block_size", block_size), ("max_tokens", max_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if 512 + max_tokens > 2048:
+        raise ValueError(f"max_tokens must leave the longest prompt (512) room in the context of 2048, got {max_tokens}")
+    result = fragmentation_sim(num_steps=1000, block_size=block_size, max_tokens=max_tokens, seed=0)
+    fig = plot_fragmentation(result)
+    fig.suptitle(f"KV memory held by 32 requests: blocks of {block_size} tokens; answers ask for up to {max_tokens} "
+                 "tokens and stop earlier", fontsize=10, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    fig.result = result
+    return fig
+
+
+def kv_memory_widget(block_size: int = 16, max_tokens: int = 512):
+    """Notebook 06's KV-memory widget: sliders for the block size and the longest answer a request asks for;
+    the figure shows how much reserved KV memory holds tokens under each way of reserving."""
+    import ipywidgets as widgets
+    from .live import live
+    controls = {"block_size": widgets.SelectionSlider(options=BLOCK_SIZES, value=block_size, description="block size",
+                                                      continuous_update=False),
+                "max_tokens": widgets.SelectionSlider(options=MAX_TOKENS, value=max_tokens, description="max_tokens",
+                                                      continuous_update=False)}
+    widget = widgets.interactive(lambda block_size, max_tokens: kv_memory_view(block_size, max_tokens), **controls)
+    return live(widget, kv_memory_view(block_size, max_tokens),
+                "sliders for the block size and the longest answer a request may ask for; the bars show what share "
+                "of reserved KV memory holds tokens when each request reserves the whole context, its own maximum, "
+                "or blocks as it grows")
 
 
 # --- the widget ------------------------------------------------------------------------------------------
@@ -329,4 +371,74 @@ def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 2048, block_size: i
     fig.tight_layout()
     fig.stats = stats   # for tests and curious readers
     fig.engine = engine
+    return fig
+
+
+def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_size: int = 16):
+    """Notebook 06's serving widget: sliders for the arrival rate, the KV budget and the block size; each
+    setting serves the same seeded workload with the bundled draft model (``engine_view``)."""
+    import ipywidgets as widgets
+    from .live import live
+    controls = {"arrival_rate": widgets.FloatLogSlider(value=arrival_rate, base=10, min=0, max=4, step=0.25,
+                                                       description="requests/s", continuous_update=False),
+                "kv_tokens": widgets.IntSlider(value=kv_tokens, min=128, max=4096, step=128, description="KV tokens",
+                                               continuous_update=False),
+                "block_size": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=block_size, description="block size")}
+    widget = widgets.interactive(lambda arrival_rate, kv_tokens, block_size:
+                                 engine_view(arrival_rate, kv_tokens, block_size), **controls)
+    return live(widget, engine_view(arrival_rate, kv_tokens, block_size),
+                "sliders for the arrival rate, the KV budget and the block size; the engine serves 24 requests with "
+                "the bundled draft model and the rows show each request waiting, prefilling and decoding, beside "
+                "the run's throughput, time to first token and preemptions")
+
+
+# --- load: metrics against the arrival rate (deep dive 06b) ----------------------------------------------
+
+def load_sweep(rates, model=None, tok=None, num_requests: int = 32, seed: int = 0, max_num_seqs: int = 16,
+               kv_tokens: int = 4096, block_size: int = 16, rounds: int = 3) -> dict:
+    """Serve the same seeded workload (``serve_workload``) at each arrival rate (requests per second), ``rounds``
+    times in alternation (``serve_alternating``); returns ``{"rates": [...], "stats": [RunStats of the median
+    run, ...], "timings": [Timing of the rounds, ...]}`` in rate order."""
+    from ..engine.baselines import serve_alternating
+    if not isinstance(rates, (list, tuple)) or not rates:
+        raise ValueError(f"rates must be a non-empty list of positive numbers, got {rates!r}")
+    _check_positive(**{f"rates[{i}]": r for i, r in enumerate(rates)})
+    rates = sorted(float(r) for r in rates)
+
+    def serve(rate):
+        outputs, stats, _ = serve_workload(rate, kv_tokens, block_size, num_requests=num_requests, seed=seed,
+                                           model=model, tok=tok, max_num_seqs=max_num_seqs)
+        return outputs, stats
+
+    served = serve_alternating({rate: (lambda rate=rate: serve(rate)) for rate in rates}, rounds=rounds)
+    typical = served.typical
+    return {"rates": rates, "stats": [typical[r][1] for r in rates], "timings": [served.timings[r] for r in rates]}
+
+
+def plot_load_sweep(result: dict) -> Figure:
+    """Left: throughput against the arrival rate (and the rate itself in tokens/s, the most that can be served);
+    right: mean time to first token, inter-token latency and end-to-end latency against the arrival rate."""
+    from matplotlib.ticker import ScalarFormatter
+    rates, stats = result["rates"], result["stats"]
+    fig = Figure(figsize=(10, 3.6), dpi=DPI)
+    ax, ax2 = fig.subplots(1, 2)
+    ax.plot(rates, [s.throughput for s in stats], "o-", color=DECODE, label="throughput (tokens/s)")
+    ax.set_xlabel("arrival rate (requests/s)")
+    ax.set_ylabel("generated tokens/s")
+    for name, values, style in (("mean time to first token", [s.mean_ttft_s for s in stats], "o-"),
+                                ("mean inter-token latency", [s.mean_itl_s for s in stats], "s-"),
+                                ("mean end-to-end latency", [s.mean_e2e_s for s in stats], "^-")):
+        ax2.plot(rates, [v * 1e3 for v in values], style, label=name)
+    ax2.set_xlabel("arrival rate (requests/s)")
+    ax2.set_ylabel("ms")
+    ax2.set_yscale("log")
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.xaxis.set_major_formatter(ScalarFormatter())
+        a.grid(alpha=0.3)
+    ax2.yaxis.set_major_formatter(ScalarFormatter())
+    ax.set_title("throughput rises with the load, then levels off", fontsize=10, loc="left")
+    ax2.set_title("latency: what each user feels", fontsize=10, loc="left")
+    ax2.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
     return fig

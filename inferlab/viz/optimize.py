@@ -1,7 +1,9 @@
-"""Plots and the trade-off widget of notebook 05 (inference optimization).
+"""Plots and the two live widgets of notebook 05 (inference optimization) and its deep dives 05a-05c.
 
-The widget's callback is ``tradeoff_view(measurements, weights, batch_size, speculative)``; ``combine`` does
-its arithmetic on measurements taken earlier in the notebook:
+Widgets (``inferlab.viz.live``): ``speculative_widget`` (Leviathan et al.'s expected speedup for an
+acceptance rate and a draft cost a learner sets; callback ``speculative_view``) and ``tradeoff_widget``
+(a weight format, a batch size and speculation combined; callback ``tradeoff_view``). ``combine`` does the
+trade-off's arithmetic on measurements taken earlier in the notebook:
 
 * ``measurements["formats"][name]`` for each weight format (float32, bfloat16, int8, q4_0, ...), measured on
   the bundled model: ``speedup`` (decode step, float32 time / this time), ``weight_bytes``, ``kl`` (KL
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-DPI = 90
+DPI = 150   # legible at GitHub's width
 BASELINE = "float32"
 
 
@@ -51,27 +54,50 @@ def combine(measurements: dict, weights: str = "float32", batch_size: int = 1, s
             "big_speedup": fmt.get("big_speedup"), "weight_bytes": memory, "notes": notes}
 
 
+def place_labels(ax, points, fontsize: float = 7, gap_pt: float = 2.0):
+    """Write ``points`` = [(x, y, text), ...] beside their markers so that no two labels overlap: each label
+    sits right of its point, and a label that would collide with one already placed moves up (a thin line
+    then joins it to its point). Call after the axes' limits are final. Returns the label Text objects."""
+    fig = ax.figure
+    to_pt = 72 / fig.dpi
+    line_h = fontsize * 1.25
+    placed, texts = [], []   # boxes (x0, x1, y0, y1) in points
+    for x, y, text in sorted(points, key=lambda p: (p[1], p[0])):
+        px, py = (v * to_pt for v in ax.transData.transform((x, y)))
+        width = 0.62 * fontsize * len(text)
+        x0, x1 = px + 7, px + 7 + width
+        y0 = py - line_h / 2
+        moved = True
+        while moved:
+            moved = False
+            for bx0, bx1, by0, by1 in placed:
+                if x0 < bx1 and bx0 < x1 and y0 < by1 + gap_pt and by0 < y0 + line_h + gap_pt:
+                    y0 = by1 + gap_pt
+                    moved = True
+        placed.append((x0, x1, y0, y0 + line_h))
+        dy = y0 + line_h / 2 - py
+        texts.append(ax.annotate(text, (x, y), xytext=(7, dy), textcoords="offset points", fontsize=fontsize,
+                                 va="center", arrowprops=(dict(arrowstyle="-", lw=0.5, color="#777777")
+                                                          if abs(dy) > line_h / 2 else None)))
+    return texts
+
+
 def _speed_scatter(ax, formats: dict, selected: str | None = None):
     """Every format: fewer bytes (x) against decode speedup (y), on both models, with the line where time
-    follows bytes (a memory-bound step) and the line of no gain."""
+    follows bytes (a memory-bound step) and the line of no gain. Labels never overlap (``place_labels``)."""
     base = formats[BASELINE]["weight_bytes"]
     fewer = {name: base / f["weight_bytes"] for name, f in formats.items()}
     top = max(fewer.values()) * 1.15
     ax.plot([1, top], [1, top], ":", color="#888888", lw=1, label="speedup = fewer bytes (time follows bytes)")
     ax.axhline(1.0, color="k", lw=0.8)
+    labels = []
     for key, marker, color, label in (("speedup", "o", "#3b75af", "bundled model"),
                                       ("big_speedup", "s", "#c03d3e", "memory-bound model (real-size layers)")):
         names = [n for n, f in formats.items() if f.get(key) is not None]
         ax.scatter([fewer[n] for n in names], [formats[n][key] for n in names], marker=marker, color=color, s=45,
                    label=label, zorder=3)
-        for n in names:
-            if n == BASELINE and key != "speedup":
-                continue   # both models' float32 sit at (1, 1): label it once
-            # formats with the same bytes (bfloat16, float16): the lower one's label goes below its point
-            twins = [m for m in names if m != n and abs(fewer[m] - fewer[n]) < 0.05]
-            below = any(formats[m][key] > formats[n][key] for m in twins)
-            ax.annotate(n, (fewer[n], formats[n][key]), fontsize=7, xytext=(4, -9 if below else 3),
-                        textcoords="offset points")
+        labels += [(fewer[n], formats[n][key], n) for n in names
+                   if not (n == BASELINE and key != "speedup")]   # both models' float32 sit at (1, 1): label it once
     if selected is not None:
         for key in ("speedup", "big_speedup"):
             if formats[selected].get(key) is not None:
@@ -79,18 +105,21 @@ def _speed_scatter(ax, formats: dict, selected: str | None = None):
                            edgecolors="#222222", lw=1.5, zorder=4)
     ax.set_xlabel("fewer bytes per step than float32 (ratio)")
     ax.set_ylabel("decode step speedup over float32")
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, max(top, max(f.get(k) or 0 for f in formats.values() for k in ("speedup", "big_speedup")) * 1.15))
+    ax.set_xlim(0, top * 1.12)   # room for the labels right of the last points
+    ax.set_ylim(0, max(top, max(f.get(k) or 0 for f in formats.values() for k in ("speedup", "big_speedup")) * 1.2))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
+    return labels
 
 
 def plot_weight_formats(formats: dict) -> Figure:
     """Decode speedup of each weight format against the bytes it saves, on the bundled and the memory-bound
     model (``formats`` as in ``measurements["formats"]``)."""
     fig = Figure(figsize=(6, 3.8), dpi=DPI)
-    _speed_scatter(fig.add_subplot(), formats)
+    ax = fig.add_subplot()
+    labels = _speed_scatter(ax, formats)
     fig.tight_layout()
+    place_labels(ax, labels)
     return fig
 
 
@@ -107,17 +136,71 @@ def tradeoff_view(measurements: dict, weights: str = "float32", batch_size: int 
     for bar, v in zip(bars, values):
         ax1.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.2f}x", ha="center", va="bottom", fontsize=9)
     ax1.axhline(1.0, color="k", lw=0.8)
-    ax1.set_ylabel("ratio to float32, batch 1 (bundled model)")
+    ax1.set_ylabel("ratio to float32 at batch 1")
     ax1.set_ylim(0, max(values) * 1.25)
     title = f"{weights} · batch {batch_size}" + (" · speculative" if speculative else "")
-    big = "" if r["big_speedup"] is None else f", memory-bound model {r['big_speedup']:.2f}x"
-    ax1.set_title(f"{title}\nKL {r['kl']:.1e} nats/token, greedy agreement {r['agreement']:.0%}{big}", fontsize=9)
-    _speed_scatter(ax2, measurements["formats"], weights)
+    big = "" if r["big_speedup"] is None else f"\nits decode step on the memory-bound model: {r['big_speedup']:.2f}x"
+    ax1.set_title(f"bundled model: {title}\nKL {r['kl']:.1e} nats/token, greedy tokens {r['agreement']:.0%} equal{big}",
+                  fontsize=8)
+    labels = _speed_scatter(ax2, measurements["formats"], weights)
     ax2.set_title("every measured weight format", fontsize=9)
     if r["notes"]:
         fig.text(0.01, 0.01, "; ".join(r["notes"]), fontsize=7, color="#555555")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if r["notes"] else 0, 1, 1))
+    place_labels(ax2, labels)
     return fig
+
+
+def tradeoff_widget(measurements: dict, weights: str = "int8", batch_size: int = 1, speculative: bool = False):
+    """Notebook 05's trade-off explorer as a live widget: a weight format, a batch size (of those measured)
+    and speculation on or off (``tradeoff_view``), shown with its default state's picture."""
+    import ipywidgets as widgets
+    from .live import live
+    combine(measurements, weights, batch_size, speculative)   # a clear error for a default never measured
+    controls = {"weights": widgets.Dropdown(options=list(measurements["formats"]), value=weights,
+                                            description="weights"),
+                "batch_size": widgets.SelectionSlider(options=sorted(measurements["batch"]), value=batch_size,
+                                                      description="batch", continuous_update=False),
+                "speculative": widgets.Checkbox(value=speculative, description="speculative")}
+    widget = widgets.interactive(lambda weights, batch_size, speculative:
+                                 tradeoff_view(measurements, weights, batch_size, speculative), **controls)
+    return live(widget, tradeoff_view(measurements, weights, batch_size, speculative),
+                "pick a weight format, a batch size and speculation on or off; the bars show the combination's "
+                "throughput, latency and weight memory against float32 at batch 1, from this notebook's "
+                "measurements")
+
+
+def plot_error_vs_bits(rows) -> Figure:
+    """Deep dive 05a: each weight format's rounding error against the bits it stores per weight.
+    ``rows`` = [(name, bits_per_weight, relative mean |error|), ...]; a zero error is drawn on the floor."""
+    if not rows:
+        raise ValueError("rows must hold at least one (name, bits, error)")
+    errors = [e for _, _, e in rows if e > 0]
+    floor = min(errors) / 4 if errors else 1e-6
+    fig = Figure(figsize=(6, 3.6), dpi=DPI)
+    ax = fig.add_subplot()
+    xs, ys = [b for _, b, _ in rows], [max(e, floor) for _, _, e in rows]
+    ax.scatter(xs, ys, color="#3b75af", s=40, zorder=3)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("bits stored per weight (scales included)")
+    ax.set_ylabel("mean |error| / mean |weight|")
+    ax.set_xlim(0, max(xs) * 1.35)
+    ax.set_ylim(floor / 2, max(ys) * 3)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    place_labels(ax, [(b, y, name + (" (exact)" if e == 0 else "")) for (name, b, e), y in zip(rows, ys)])
+    return fig
+
+
+def _plain_log_ticks(ax, x=None, y: bool = True):
+    """Plain numbers on log axes (1,024, not 2^10 or 1e3): ticks at ``x`` on the x axis, plain labels on y."""
+    if x is not None:
+        ax.set_xticks(list(x))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    if y:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,g}"))
 
 
 def plot_attention_memory(lengths, standard_bytes, tiled_bytes, sdpa_bytes=None) -> Figure:
@@ -128,6 +211,7 @@ def plot_attention_memory(lengths, standard_bytes, tiled_bytes, sdpa_bytes=None)
     ax.loglog(lengths, np.array(tiled_bytes) / 2**20, "s-", color="#3b75af", label="tiled (online softmax)")
     if sdpa_bytes is not None:
         ax.loglog(lengths, np.array(sdpa_bytes) / 2**20, "x--", color="#55a868", label="torch SDPA (CPU)")
+    _plain_log_ticks(ax, x=lengths)
     ax.set_xlabel("sequence length T")
     ax.set_ylabel("largest tensor (MiB)")
     ax.grid(alpha=0.3, which="both")
@@ -147,6 +231,7 @@ def plot_batching(points) -> Figure:
     ax2.set_ylabel("latency per request (ms)")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
+        _plain_log_ticks(ax, x=b, y=False)
         ax.set_xlabel("batch size")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -190,6 +275,24 @@ def speculative_view(alpha: float = 0.7, c: float = 0.3, max_gamma: int = 8, mea
     ax.set_title(f"best gamma {best}: {max(expected):.2f}x expected; a free draft caps tokens per pass at "
                  f"{1 / (1 - alpha):.1f}", fontsize=9)
     return _finish_speedup_axes(fig, ax)
+
+
+def speculative_widget(alpha: float, c: float, measured: dict | None = None, max_gamma: int = 8):
+    """Section 6's live widget: sliders for the acceptance rate ``alpha`` and the draft cost ``c``, starting
+    at the values measured in the notebook; the curve is ``speculative_view``'s expected speedup per gamma."""
+    import ipywidgets as widgets
+    from .live import live
+    alpha, c = round(float(alpha), 2), round(min(float(c), 1.0), 2)
+    speculative_view(alpha, c, max_gamma)   # a clear error for a bad default
+    controls = {"alpha": widgets.FloatSlider(value=alpha, min=0.0, max=0.95, step=0.01, description="alpha",
+                                             continuous_update=False),
+                "c": widgets.FloatSlider(value=c, min=0.0, max=1.0, step=0.01, description="c",
+                                         continuous_update=False)}
+    widget = widgets.interactive(lambda alpha, c: speculative_view(alpha, c, max_gamma, measured), **controls)
+    return live(widget, speculative_view(alpha, c, max_gamma, measured),
+                "sliders for the draft's acceptance rate alpha and its cost c (a draft step over a target step); "
+                "the curve is the speedup Leviathan et al.'s formula expects for each gamma, the dots what was "
+                "measured here")
 
 
 def _finish_speedup_axes(fig, ax):
