@@ -149,7 +149,9 @@ def _token_loop(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use
     seq = torch.tensor([ids], dtype=torch.long, device=device)
     step_input = seq
     for _ in range(max_new_tokens):
-        logits = (model(step_input, cache=cache, last_only=True) if use_cache else model(seq, last_only=True))[:, -1]
+        # ids were checked at the door (encode_prompt), so no step re-checks them
+        logits = (model(step_input, cache=cache, last_only=True, check_inputs=False) if use_cache
+                  else model(seq, last_only=True, check_inputs=False))[:, -1]
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
         token = int(next_id.item())  # .item() also waits for the device, so timings are honest
         yield token, logits[0]
@@ -191,7 +193,7 @@ def _run(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     check_sampling_args(temperature, top_k, top_p)
     text = TextAssembler(tok, stop)
     max_seq_len = model.config.max_seq_len
-    ids = encode_prompt(tok, prompt, max_seq_len)
+    ids = encode_prompt(tok, prompt, max_seq_len, model.config.vocab_size)
     _check_max_new(max_new_tokens, len(ids), max_seq_len)
     tokens, steps, step_times = [], [], []
     finish = "length"
@@ -236,8 +238,10 @@ def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: f
     check_sampling_args(temperature, top_k, top_p)
     start = time.perf_counter()
     cfg = model.config
-    all_ids = [encode_prompt(tok, p, cfg.max_seq_len) for p in prompts]
+    all_ids = [encode_prompt(tok, p, cfg.max_seq_len, cfg.vocab_size) for p in prompts]
     width = max(len(i) for i in all_ids)
+    if not isinstance(pad_id, numbers.Integral) or isinstance(pad_id, bool) or not 0 <= pad_id < cfg.vocab_size:
+        raise ValueError(f"pad_id must be a token id, an int in [0, vocab_size={cfg.vocab_size}), got {pad_id!r}")
     _check_max_new(max_new_tokens, width, cfg.max_seq_len)
     device = model.device
     B = len(all_ids)
@@ -255,7 +259,7 @@ def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: f
         with torch.inference_mode():
             step_input, step_mask = idx, pad_mask
             for step in range(max_new_tokens):
-                logits = model(step_input, cache=cache, pad_mask=step_mask, last_only=True)[:, -1]
+                logits = model(step_input, cache=cache, pad_mask=step_mask, last_only=True, check_inputs=False)[:, -1]
                 step_input = sample_next(logits, temperature, top_k, top_p, generator).view(B, 1)
                 out.append(step_input[:, 0].tolist())
                 if step == 0:

@@ -72,10 +72,22 @@ def attend(q, k, v, mask):
     return out.view(B, H, T, d)
 
 
+def sdpa_attend(q, k, v, mask):
+    """The same attention through PyTorch's fused kernel, ``F.scaled_dot_product_attention``: what the model
+    runs by default (``attend`` above is the readable reference it is tested against on every path).
+    A query with no visible key gets zeros, as in ``attend``."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+    return out if mask is None else out.nan_to_num(0.0)   # (some kernels give NaN there)
+
+
+ATTENTION = {"sdpa": sdpa_attend, "reference": attend}   # GPT.attention picks one
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.impl = "sdpa"
         bias = config.arch == "gpt2"
         qkv_bias = bias or config.qkv_bias
         self.q_proj = nn.Linear(config.d_model, config.d_model, bias=qkv_bias)
@@ -91,12 +103,13 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        fn = ATTENTION[self.impl]
         if getattr(cache, "attend", None) is not None:   # a cache that runs attention itself (the engine's prefill)
-            out = cache.attend(layer, q, k, v)
+            out = cache.attend(layer, q, k, v, fn)
         else:
             if cache is not None:
                 k, v = cache.append(layer, k, v)  # now every key/value this sequence may attend to
-            out = attend(q, k, v, mask)
+            out = fn(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.d_model))
 
 
@@ -163,6 +176,19 @@ class GPT(nn.Module):
                 p.normal_(0.0, std)
 
     @property
+    def attention(self) -> str:
+        """Which attention the layers run: ``"sdpa"`` (PyTorch's fused kernel, the default) or ``"reference"``
+        (``attend``, the plain version the lessons read). Both give the same numbers to float rounding."""
+        return self.blocks[0].attn.impl
+
+    @attention.setter
+    def attention(self, name: str):
+        if name not in ATTENTION:
+            raise ValueError(f"attention must be one of {sorted(ATTENTION)}, got {name!r}")
+        for block in self.blocks:
+            block.attn.impl = name
+
+    @property
     def device(self) -> torch.device:
         return self.tok_emb.weight.device
 
@@ -181,7 +207,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
                 pad_mask: torch.Tensor | None = None, last_only: bool = False,
-                logits_to_keep: torch.Tensor | None = None) -> torch.Tensor:
+                logits_to_keep: torch.Tensor | None = None, check_inputs: bool = True) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for token ids ``idx [B, T]``.
 
         positions: ``[B, T]`` position of every token in its sequence (default: counted from the
@@ -194,8 +220,10 @@ class GPT(nn.Module):
             more, and the head over every prompt position is wasted work.
         logits_to_keep: 1-D tensor of the positions whose logits to return, ``[B, len, vocab]`` (Hugging
             Face's name): the engine's packed prefill keeps the last token of each sequence.
+        check_inputs: check that ids and positions are in range (a pass over them, and a wait for the device);
+            ``generate`` and the engine check their inputs once at the door and pass False for every step.
         """
-        idx = self._check_idx(idx)
+        idx = self._check_idx(idx, check_inputs)
         B, T = idx.shape
         if pad_mask is not None:
             pad_mask = pad_mask.to(device=idx.device, dtype=torch.bool)
@@ -209,9 +237,10 @@ class GPT(nn.Module):
         positions = default_pos if positions is None else positions.to(idx.device)
         if positions.shape != idx.shape:
             raise ValueError(f"positions must have the shape of idx {tuple(idx.shape)}, got {tuple(positions.shape)}")
-        lo, hi = _min_max(positions)
-        if lo < 0 or hi >= self.config.max_seq_len:
-            raise ValueError(f"positions must lie in [0, max_seq_len={self.config.max_seq_len}), got {lo}..{hi}")
+        if check_inputs:
+            lo, hi = _min_max(positions)
+            if lo < 0 or hi >= self.config.max_seq_len:
+                raise ValueError(f"positions must lie in [0, max_seq_len={self.config.max_seq_len}), got {lo}..{hi}")
         x, rope = self.embed(idx, positions)
         for layer, block in enumerate(self.blocks):
             x = block(x, rope, mask, cache, layer)
@@ -232,7 +261,7 @@ class GPT(nn.Module):
         """Final norm, then one logit per vocabulary entry."""
         return self.lm_head(self.norm(x))
 
-    def _check_idx(self, idx):
+    def _check_idx(self, idx, check_values: bool = True):
         if not isinstance(idx, torch.Tensor):
             raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
         if idx.dim() == 1:
@@ -241,7 +270,7 @@ class GPT(nn.Module):
             raise ValueError(f"idx must be integer token ids of shape [batch, time], got {idx.dtype} {tuple(idx.shape)}")
         if idx.shape[1] == 0:
             raise ValueError("idx is empty: give at least one token")
-        lo, hi = _min_max(idx)
+        lo, hi = _min_max(idx) if check_values else (0, 0)
         if lo < 0 or hi >= self.config.vocab_size:
             raise ValueError(f"token ids must lie in [0, vocab_size={self.config.vocab_size}), got {lo}..{hi}")
         return idx.long()

@@ -79,6 +79,7 @@ def test_decode_count_of_the_bundled_model_by_hand():
 
 def test_decode_step_flops_match_flop_counter_mode():
     model = profiling.random_model(MAIN)
+    model.attention = "reference"   # FlopCounterMode counts grouped-query SDPA by its K/V heads, not its query heads
     step = profiling.decode_stepper(model, batch_size=3, n_context=20)
     assert counted_flops(step) == profiling.decode_count(MAIN, 3, 20).flops
 

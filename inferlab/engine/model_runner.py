@@ -29,8 +29,8 @@ class ModelRunner:
                            [n for _, n in rows], packed)
         new = [r.token_ids[r.num_computed_tokens:r.num_computed_tokens + n] for r, n in rows]
         idx = index_tensor([[t for ids in new for t in ids]] if packed else new)
-        logits = self.model(idx.to(self.model.device), positions=cache.positions, cache=cache,
-                            last_only=not packed, logits_to_keep=cache.last)
+        logits = self.model(idx.to(self.model.device), positions=cache.positions, cache=cache,   # ids checked
+                            last_only=not packed, logits_to_keep=cache.last, check_inputs=False)   # at the door
         return logits[0] if packed else logits[:, -1]
 
     def run(self, out: SchedulerOutput) -> dict:

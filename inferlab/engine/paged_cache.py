@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..model import attend
 
 
 class KVPool:
@@ -109,9 +108,9 @@ class PagedBatch:
             out.append(blocks.view(rows, cfg.n_kv_head, width * bs, cfg.head_dim))
         return out[0], out[1]
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Packed layout: write and gather as ``append``, then attention for each sequence's queries over
-        its own keys only, so the work grows with each sequence's length, not with the whole batch's."""
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend) -> torch.Tensor:
+        """Packed layout: write and gather as ``append``, then ``attend`` (the model's) for each sequence's
+        queries over its own keys only, so the work grows with each sequence's length, not the batch's."""
         keys, values = self.append(layer, k, v)
         return torch.cat([attend(q[:, :, qs:qe], keys[:, :, ks:ke], values[:, :, ks:ke], mask)
                           for (qs, qe, ks, ke), mask in zip(self.spans, self.masks)], dim=2)
