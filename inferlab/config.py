@@ -40,6 +40,17 @@ class ModelConfig:
                 raise TypeError(f"ModelConfig.{field} must be an int, got {type(value).__name__}")
             if value < 1:
                 raise ValueError(f"ModelConfig.{field} must be >= 1, got {value}")
+        for field in ("n_kv_head", "d_ff"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"ModelConfig.{field} must be an int >= 1 (or None for the default), got {value!r}")
+        for field in ("rope_theta", "norm_eps"):   # 0 or less gives NaN logits, silently
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+                raise ValueError(f"ModelConfig.{field} must be a finite number > 0, got {value!r}")
+        for field in ("tie_embeddings", "qkv_bias"):
+            if not isinstance(getattr(self, field), bool):
+                raise TypeError(f"ModelConfig.{field} must be True or False, got {getattr(self, field)!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"ModelConfig.arch must be one of {ARCHS}, got {self.arch!r}")
         if self.n_kv_head is None:
@@ -84,9 +95,23 @@ def _llama(name, vocab, d_model, n_layer, n_head, n_kv_head, d_ff, ctx, theta=10
                        rope_theta=theta, norm_eps=eps, name=name)
 
 
+class UnknownConfig(KeyError, ValueError):
+    """A config name that is not in ``MODEL_CONFIGS`` (a KeyError, as a dict raises, and a ValueError)."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+class ConfigTable(dict):
+    """``MODEL_CONFIGS``: a dict whose missing names are a clear error that lists the known ones."""
+
+    def __missing__(self, name):
+        raise UnknownConfig(f"unknown config name {name!r}; known: {', '.join(self)}")
+
+
 # Published shapes (from each model's config.json). Weights are random when built with il.GPT(config):
 # they time exactly like trained ones, and their sizes are exact.
-MODEL_CONFIGS: dict[str, ModelConfig] = {
+MODEL_CONFIGS: dict[str, ModelConfig] = ConfigTable({
     "gpt2": _gpt2("gpt2", 768, 12, 12),
     "gpt2-medium": _gpt2("gpt2-medium", 1024, 24, 16),
     "gpt2-large": _gpt2("gpt2-large", 1280, 36, 20),
@@ -104,13 +129,11 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # The draft has one layer: on a CPU a small model's step costs about the same per layer whatever its width
     # (overhead-bound, notebook 04), so one wide layer is cheaper per guess than two narrow ones and as accurate.
     "inferlab-draft": _llama("inferlab-draft", 2048, 128, 1, 4, 2, 384, 512, tie=True),
-}
+})
 
 
 def get_config(name: str) -> ModelConfig:
     """The config called ``name``; a clear error lists the known names."""
     if not isinstance(name, str):
         raise TypeError(f"config name must be a str, got {type(name).__name__}")
-    if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown config name {name!r}; known: {', '.join(MODEL_CONFIGS)}")
     return MODEL_CONFIGS[name]

@@ -17,6 +17,7 @@ import torch
 
 from .kvcache import KVCache
 from .sampling import check_sampling_args, make_generator, next_token_probs, sample_next
+from .validate import boolean
 
 
 @dataclass
@@ -81,7 +82,8 @@ def encode_prompt(tok, prompt, max_seq_len: int, vocab_size: int | None = None) 
         if tok is None:
             raise ValueError("a text prompt needs the tokenizer: pass tok, or give the prompt as a list of token ids")
         ids = tok.encode(prompt)
-    elif isinstance(prompt, (list, tuple)) and all(isinstance(i, numbers.Integral) for i in prompt):
+    elif isinstance(prompt, (list, tuple)) and all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                                                   for i in prompt):
         ids = [int(i) for i in prompt]
         if not ids:
             raise ValueError("prompt is empty: give at least one token id")
@@ -191,6 +193,9 @@ def generate(model, tok, prompt, max_new_tokens: int = 50, temperature: float = 
 def _run(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop, trace, trace_top):
     start = time.perf_counter()
     check_sampling_args(temperature, top_k, top_p)
+    boolean("use_cache", use_cache), boolean("trace", trace)
+    if trace and (not isinstance(trace_top, int) or isinstance(trace_top, bool) or trace_top < 1):
+        raise ValueError(f"trace_top must be an int >= 1 (candidates recorded per step), got {trace_top!r}")
     text = TextAssembler(tok, stop)
     max_seq_len = model.config.max_seq_len
     ids = encode_prompt(tok, prompt, max_seq_len, model.config.vocab_size)

@@ -11,3 +11,10 @@ def positive_int(name: str, value) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def boolean(name: str, value) -> bool:
+    """``value`` if it is True or False, else a TypeError naming ``name`` (a string such as "no" is not False)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value

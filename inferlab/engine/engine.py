@@ -16,7 +16,7 @@ import time
 
 from ..generate import encode_prompt
 from ..progress import progress
-from ..validate import positive_int
+from ..validate import boolean, positive_int
 from .block_manager import BlockManager
 from .model_runner import ModelRunner
 from .paged_cache import KVPool
@@ -60,7 +60,8 @@ class Engine:
                                  f"for {self.block_size} tokens of this model)")
         self.num_blocks = positive_int("num_blocks", num_blocks)
         self.pool = KVPool(self.config, self.num_blocks, self.block_size, model.dtype, model.device)
-        self.block_manager = BlockManager(self.num_blocks, self.block_size, bool(enable_prefix_caching))
+        self.block_manager = BlockManager(self.num_blocks, self.block_size,
+                                          boolean("enable_prefix_caching", enable_prefix_caching))
         self.scheduler = Scheduler(self.block_manager, self.max_num_seqs, self.max_num_batched_tokens)
         self.runner = ModelRunner(model, self.pool)
         self.requests: dict = {}          # unfinished requests, by id
@@ -79,9 +80,8 @@ class Engine:
         if len(ids) + params.max_tokens > cfg.max_seq_len:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's "
                              f"context max_seq_len={cfg.max_seq_len}")
-        bad = [i for i in params.stop_token_ids or () if i >= cfg.vocab_size]
-        if bad:
-            raise ValueError(f"stop_token_ids must lie in [0, vocab_size={cfg.vocab_size}), got {bad[0]}")
+        if any(i >= cfg.vocab_size for i in params.stop_token_ids or ()):
+            raise ValueError(f"stop_token_ids must lie in [0, vocab_size={cfg.vocab_size}), got {params.stop_token_ids}")
         need = self.block_manager.blocks_needed(len(ids) + params.max_tokens - 1)
         if need > self.num_blocks:   # could never run, even alone: refuse now rather than stall forever
             raise ValueError(f"this request needs {need} KV blocks (prompt {len(ids)} + max_tokens {params.max_tokens} "
@@ -110,8 +110,9 @@ class Engine:
         self.scheduler.add(req)
         return req.request_id
 
-    def abort_request(self, request_id) -> RequestOutput:
-        """End an unfinished request now and return its output (``finish_reason="abort"``)."""
+    def abort_request(self, request_id) -> RequestOutput:   # end it now; its output, finish_reason "abort"
+        if request_id not in self.requests:
+            raise ValueError(f"request_id {request_id!r} is not an unfinished request of this engine")
         req = self.requests.pop(request_id)
         self.scheduler.finish(req, self.clock(), "abort", "aborted by the caller")
         return req.output()
