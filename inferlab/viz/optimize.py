@@ -65,7 +65,7 @@ def place_labels(ax, points, fontsize: float = 7, gap_pt: float = 2.0):
     for x, y, text in sorted(points, key=lambda p: (p[1], p[0])):
         px, py = (v * to_pt for v in ax.transData.transform((x, y)))
         width = 0.62 * fontsize * len(text)
-        x0, x1 = px + 7, px + 7 + width
+        x0, x1 = px + 9, px + 9 + width
         y0 = py - line_h / 2
         moved = True
         while moved:
@@ -76,7 +76,7 @@ def place_labels(ax, points, fontsize: float = 7, gap_pt: float = 2.0):
                     moved = True
         placed.append((x0, x1, y0, y0 + line_h))
         dy = y0 + line_h / 2 - py
-        texts.append(ax.annotate(text, (x, y), xytext=(7, dy), textcoords="offset points", fontsize=fontsize,
+        texts.append(ax.annotate(text, (x, y), xytext=(9, dy), textcoords="offset points", fontsize=fontsize,
                                  va="center", arrowprops=(dict(arrowstyle="-", lw=0.5, color="#777777")
                                                           if abs(dy) > line_h / 2 else None)))
     return texts
