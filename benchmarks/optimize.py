@@ -108,7 +108,7 @@ def main():
 
     reference = {p: il.generate(model, tok, p, max_new_tokens=32).tokens for p in PROMPTS}
     base_loss = measure.heldout_loss(model, heldout, max_windows=windows)
-    base_bytes = quantize.weight_bytes(model)
+    base_bytes = model.weight_bytes()
     base_step = measure.decode_step_time(model, 64, warmup=3, repeats=repeats).median_s
     print(f"baseline: {base_bytes:,} bytes, decode step {base_step * 1e3:.2f} ms, held-out loss {base_loss:.4f}")
 
@@ -264,7 +264,7 @@ def main():
         print(f"best setting {best_options}: {best:.2f}x; timed again on its own: {confirmed:.2f}x")
         results["speculative_best_speedup"] = best
         results["speculative_best_confirmed_speedup"] = confirmed
-        results["speculative_memory"] = (base_bytes + quantize.weight_bytes(draft)) / base_bytes
+        results["speculative_memory"] = (base_bytes + draft.weight_bytes()) / base_bytes
 
     # 8. static cache + torch.compile (opt-in)
     if args.compile:

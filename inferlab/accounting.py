@@ -161,25 +161,29 @@ def _inference_pass(model, x) -> None:
         model(x)
 
 
-def _forward_memory(model, x, y=None) -> tuple[int, int]:
-    """(activations, saved): one untimed forward pass watched by ``LiveTensors``, with autograd saving
-    for a backward pass when ``y`` is given (training) and in inference mode when not. ``saved`` is
-    the bytes autograd kept for the backward pass (``saved_tensors_hooks``; none in inference), not counting
-    the weights it keeps a reference to (they exist anyway)."""
+def saved_bytes(model, fn) -> int:
+    """Bytes autograd keeps for a backward pass while ``fn()`` runs (``saved_tensors_hooks``), each storage
+    once, not counting ``model``'s weights, which it keeps a reference to but which exist anyway. Inference
+    keeps none (notebooks 01 and 05)."""
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.append(t), t)[1], lambda t: t):
-        with LiveTensors() as watch:
-            if y is None:
-                _inference_pass(model, x)
-            else:
-                model.train()
-                loss = _loss(model, x, y)
-                model.eval()
+        fn()
     held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    saved_bytes = _tensor_bytes(t for t in saved if t.untyped_storage().data_ptr() not in held)  # not the weights
-    if y is not None:
-        del loss  # the graph and what it saved are freed here, without a backward pass or an update
-    return watch.peak_bytes, saved_bytes
+    return _tensor_bytes(t for t in saved if t.untyped_storage().data_ptr() not in held)
+
+
+def _forward_memory(model, x, y=None) -> tuple[int, int]:
+    """(activations, saved): one untimed forward pass watched by ``LiveTensors``, with autograd saving
+    for a backward pass when ``y`` is given (training) and in inference mode when not."""
+    def training_forward():
+        model.train()
+        loss = _loss(model, x, y)   # dropped on return: the graph is freed without a backward pass
+        model.eval()
+        return loss
+
+    with LiveTensors() as watch:
+        saved = saved_bytes(model, (lambda: _inference_pass(model, x)) if y is None else training_forward)
+    return watch.peak_bytes, saved
 
 
 def forward_memory(model, x, y=None) -> tuple[int, int]:

@@ -60,8 +60,8 @@ def source_notebook(path):
                                      "grade_id": "answer_" + "_".join(_grade_id(k) for k, _ in checks)}
         cells.append(cell)
         for key, name in checks:
-            from .exercises import _load
-            measured = _load(key).measured
+            from .exercises import get_exercise
+            measured = get_exercise(key).measured
             extra = f", measured={measured}" if measured else ""
             test = nbformat.v4.new_code_cell(
                 f'# graded by nbgrader (silent while you work): exercise {key}\nex.graded("{key}", {name}{extra})')

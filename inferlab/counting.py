@@ -99,7 +99,9 @@ def param_count(config: ModelConfig) -> int:
     return config.n_layer * per_layer + norms + embeddings + positions
 
 
-def weight_bytes(config: ModelConfig, dtype=torch.float16) -> int:
+def param_bytes(config: ModelConfig, dtype=torch.float16) -> int:
+    """Bytes of a model of this shape's parameters stored in ``dtype``, from the config alone (a built
+    model's own figure is ``GPT.weight_bytes()``)."""
     return int(param_count(config) * dtype_bytes(dtype))
 
 
@@ -129,7 +131,7 @@ def step_count(config: ModelConfig, n_new: int, n_context: int | None = None, ba
     # embedding rows actually read instead of the whole table (unless tied: the head reads it all anyway)
     emb_rows = 0 if config.tie_embeddings else config.vocab_size * config.d_model - min(
         config.vocab_size, batch_size * n_new) * config.d_model
-    weights = weight_bytes(config, dtype) - int(emb_rows * dtype_bytes(dtype))
+    weights = param_bytes(config, dtype) - int(emb_rows * dtype_bytes(dtype))
     cached = max(0, n_context - n_new)
     kv_read = kv_cache_bytes(config, cached, batch_size, kv_dtype) if cached else 0
     kv_write = kv_cache_bytes(config, n_new, batch_size, kv_dtype)
@@ -140,7 +142,7 @@ def cache_equals_weights_context(config: ModelConfig, batch_size: int = 1, dtype
     """Context length at which reading the KV cache costs as many bytes per decode step as reading the
     weights: past it, the cache itself is the bigger memory bottleneck (notebook 03)."""
     per_token = kv_cache_bytes(config, 1, batch_size, dtype)
-    return -(-weight_bytes(config, dtype) // per_token)
+    return -(-param_bytes(config, dtype) // per_token)
 
 
 def max_concurrent_sequences(config: ModelConfig, seq_len: int, memory_gb: float, dtype=torch.float16) -> int:
@@ -148,5 +150,5 @@ def max_concurrent_sequences(config: ModelConfig, seq_len: int, memory_gb: float
     weights alone do not fit). GB = 10^9 bytes, as accelerator memory is advertised."""
     if not isinstance(memory_gb, numbers.Real) or memory_gb <= 0:
         raise ValueError(f"memory_gb must be a positive number, got {memory_gb!r}")
-    free = memory_gb * 1e9 - weight_bytes(config, dtype)
+    free = memory_gb * 1e9 - param_bytes(config, dtype)
     return max(0, int(free // kv_cache_bytes(config, seq_len, 1, dtype)))

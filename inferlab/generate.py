@@ -98,7 +98,7 @@ def encode_prompt(tok, prompt, max_seq_len: int, vocab_size: int | None = None) 
     return ids
 
 
-def _check_max_new(max_new_tokens, prompt_len, max_seq_len):
+def check_max_new_tokens(max_new_tokens, prompt_len, max_seq_len):
     if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool):
         raise TypeError(f"max_new_tokens must be an int >= 1, got {type(max_new_tokens).__name__}")
     if max_new_tokens < 1:
@@ -199,7 +199,7 @@ def _run(model, tok, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     text = TextAssembler(tok, stop)
     max_seq_len = model.config.max_seq_len
     ids = encode_prompt(tok, prompt, max_seq_len, model.config.vocab_size)
-    _check_max_new(max_new_tokens, len(ids), max_seq_len)
+    check_max_new_tokens(max_new_tokens, len(ids), max_seq_len)
     tokens, steps, step_times = [], [], []
     finish = "length"
     was_training = model.training
@@ -247,7 +247,7 @@ def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: f
     width = max(len(i) for i in all_ids)
     if not isinstance(pad_id, numbers.Integral) or isinstance(pad_id, bool) or not 0 <= pad_id < cfg.vocab_size:
         raise ValueError(f"pad_id must be a token id, an int in [0, vocab_size={cfg.vocab_size}), got {pad_id!r}")
-    _check_max_new(max_new_tokens, width, cfg.max_seq_len)
+    check_max_new_tokens(max_new_tokens, width, cfg.max_seq_len)
     device = model.device
     B = len(all_ids)
     idx = torch.full((B, width), pad_id, dtype=torch.long, device=device)

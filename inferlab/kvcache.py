@@ -102,10 +102,6 @@ class KVCache:
         """Real tokens cached per sequence."""
         return self.valid.sum(-1).tolist()
 
-    def reset(self):
-        self.valid.zero_()
-        self.length = 0
-
     def truncate(self, length: int):
         """Forget every slot from ``length`` on (speculative decoding rolls back rejected tokens, notebook 05).
         The kept slots are untouched; the forgotten ones are overwritten by the next append."""

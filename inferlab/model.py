@@ -203,7 +203,17 @@ class GPT(nn.Module):
         return n
 
     def weight_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.parameters())
+        """Bytes the weights occupy: every parameter and persistent buffer (a quantized layer keeps its int8
+        weights and scales as buffers, notebook 05), each tensor once even when shared (tied embeddings)."""
+        seen, total = set(), 0
+        for module in self.modules():
+            tensors = list(module._parameters.values())
+            tensors += [b for n, b in module._buffers.items() if n not in module._non_persistent_buffers_set]
+            for t in tensors:
+                if t is not None and t.data_ptr() not in seen:
+                    seen.add(t.data_ptr())
+                    total += t.numel() * t.element_size()
+        return total
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
                 pad_mask: torch.Tensor | None = None, last_only: bool = False,

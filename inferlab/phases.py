@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig
-from .counting import dtype_bytes, forward_flops, kv_cache_bytes, max_concurrent_sequences, step_count, weight_bytes
-from .generate import _check_max_new, encode_prompt
+from .counting import dtype_bytes, forward_flops, kv_cache_bytes, max_concurrent_sequences, step_count, param_bytes
+from .generate import check_max_new_tokens, encode_prompt
 from .kvcache import ConcatKVCache, KVCache
 from .model import apply_rope
 from .timing import Timing, busy_note, compare, measure
@@ -481,7 +481,7 @@ def trace_cache(model, tok, prompt, max_new_tokens: int = 10) -> CacheTrace:
     are reused, and the newest token's attention over all cached rows in every layer (notebook 03)."""
     cfg = model.config
     ids = encode_prompt(tok, prompt, cfg.max_seq_len)
-    _check_max_new(max_new_tokens, len(ids), cfg.max_seq_len)
+    check_max_new_tokens(max_new_tokens, len(ids), cfg.max_seq_len)
     cache = KVCache(cfg, 1, len(ids) + max_new_tokens, dtype=model.dtype, device=model.device)
     tokens, steps = list(ids), []
     step_input = torch.tensor([ids], device=model.device)
@@ -549,7 +549,7 @@ def kv_cache_rows(configs, seq_lens=SEQ_LENS, dtype=torch.float16) -> list[dict]
                      "n_head": cfg.n_head, "n_kv_head": cfg.n_kv_head, "head_dim": cfg.head_dim,
                      "context": cfg.max_seq_len, "bytes_per_token": kv_cache_bytes(cfg, 1, 1, dtype),
                      "bytes_per_sequence": {n: kv_cache_bytes(cfg, n, 1, dtype) for n in seq_lens},
-                     "weight_bytes": weight_bytes(cfg, dtype),
+                     "weight_bytes": param_bytes(cfg, dtype),
                      "crossover": cache_equals_weights_read(cfg, 1, dtype)})
     return rows
 
@@ -572,7 +572,7 @@ def format_kv_cache_table(rows) -> str:
 def concurrency_rows(configs, seq_len: int = 8192, memory_gbs=ACCELERATOR_GB, dtype=torch.float16) -> list[dict]:
     """How many sequences of ``seq_len`` tokens fit beside the weights on each accelerator (0: the weights
     alone do not fit)."""
-    return [{"name": cfg.name, "weight_bytes": weight_bytes(cfg, dtype),
+    return [{"name": cfg.name, "weight_bytes": param_bytes(cfg, dtype),
              "sequence_bytes": kv_cache_bytes(cfg, seq_len, 1, dtype),
              "fit": {gb: max_concurrent_sequences(cfg, seq_len, gb, dtype) for gb in memory_gbs}}
             for cfg in configs]
@@ -593,7 +593,7 @@ def memory_budget(config: ModelConfig, seq_len: int, batch_size: int, memory_gb:
     """Weights + KV cache of ``batch_size`` sequences of ``seq_len`` tokens against an accelerator's memory
     (the calculator widget of notebook 03). Bytes, GB = 10^9 bytes. ``exceeds_context``: the model was
     built to read at most ``context`` tokens, so a longer sequence is out of its reach whatever the memory."""
-    weights = weight_bytes(config, dtype)
+    weights = param_bytes(config, dtype)
     cache = kv_cache_bytes(config, seq_len, batch_size, dtype)
     memory = memory_gb * 1e9
     return {"weights": weights, "cache": cache, "total": weights + cache, "memory": memory,

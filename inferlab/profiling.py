@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import numbers
 import os
@@ -30,24 +29,11 @@ from .config import ModelConfig
 from .counting import StepCount, dtype_bytes, matmul_flops, step_count
 from .kvcache import KVCache
 from .model import GPT, attend, rope_tables
-from .timing import Timing, compare, from_samples, measure, num_threads
+from .timing import Timing, compare, cpu_flags, from_samples, measure, num_threads
+from .validate import positive_int, positive_number
 
 GB = 1e9
 MiB = 2 ** 20
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-
-
-def _check_positive_number(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
 
 
 # --- the roofline ----------------------------------------------------------------------------------------
@@ -62,8 +48,8 @@ class Roof:
     note: str = ""
 
     def __post_init__(self):
-        _check_positive_number("peak_flops", self.peak_flops)
-        _check_positive_number("bandwidth", self.bandwidth)
+        positive_number("peak_flops", self.peak_flops)
+        positive_number("bandwidth", self.bandwidth)
 
     @property
     def ridge(self) -> float:
@@ -72,7 +58,7 @@ class Roof:
 
     def attainable(self, intensity: float) -> float:
         """The roofline: min(peak, intensity x bandwidth), in FLOP/s."""
-        _check_positive_number("intensity", intensity)
+        positive_number("intensity", intensity)
         return min(self.peak_flops, intensity * self.bandwidth)
 
     def step_time(self, flops: float, nbytes: float) -> float:
@@ -144,22 +130,22 @@ def hardware_roof(name: str, dtype="bfloat16") -> Roof:
 def mbu(nbytes: float, seconds: float, bandwidth: float) -> float:
     """Memory-bandwidth utilisation: bytes the step must move / time, as a fraction of the bandwidth."""
     for name, v in (("nbytes", nbytes), ("seconds", seconds), ("bandwidth", bandwidth)):
-        _check_positive_number(name, v)
+        positive_number(name, v)
     return nbytes / seconds / bandwidth
 
 
 def mfu(flops: float, seconds: float, peak_flops: float) -> float:
     """Model FLOP/s utilisation: FLOPs the step must do / time, as a fraction of the peak."""
     for name, v in (("flops", flops), ("seconds", seconds), ("peak_flops", peak_flops)):
-        _check_positive_number(name, v)
+        positive_number(name, v)
     return flops / seconds / peak_flops
 
 
 def decode_count(config: ModelConfig, batch_size: int, n_context: int, dtype=torch.float32) -> StepCount:
     """FLOPs and bytes of one decode step: ``batch_size`` sequences, one new token each, ``n_context`` tokens
     seen (the new one included)."""
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n_context", n_context)
+    positive_int("batch_size", batch_size)
+    positive_int("n_context", n_context)
     return step_count(config, 1, n_context, batch_size, dtype)
 
 
@@ -214,7 +200,7 @@ def attention_count(n_head: int, n_kv_head: int, head_dim: int, n_new: int, n_co
     queries and the cached keys and values, writes the output (the scores stay in cache when small)."""
     for arg, v in (("n_head", n_head), ("n_kv_head", n_kv_head), ("head_dim", head_dim), ("n_new", n_new),
                    ("n_context", n_context), ("batch_size", batch_size)):
-        _check_positive_int(arg, v)
+        positive_int(arg, v)
     flops = 4 * batch_size * n_head * n_new * n_context * head_dim
     nbytes = batch_size * (2 * n_head * n_new + 2 * n_kv_head * n_context) * head_dim * dtype_bytes(dtype)
     return OpCount(name or f"attention {n_new} queries x {n_context} keys", flops, int(nbytes))
@@ -265,7 +251,7 @@ def _filled(nbytes: int) -> torch.Tensor:
 
 def read_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0) -> Bandwidth:
     """Bytes/s of reading a float32 tensor of ``nbytes`` (``x.sum()``)."""
-    _check_positive_int("nbytes", nbytes)
+    positive_int("nbytes", nbytes)
     x = _filled(nbytes)
     t = measure(x.sum, warmup, repeats, min_time_s=min_time_s)
     return Bandwidth(x.numel() * 4, x.numel() * 4, t)
@@ -273,7 +259,7 @@ def read_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, m
 
 def copy_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0) -> Bandwidth:
     """Bytes/s of copying ``nbytes`` into another buffer; counts read + write, as STREAM's copy does."""
-    _check_positive_int("nbytes", nbytes)
+    positive_int("nbytes", nbytes)
     src = _filled(nbytes)
     dst = torch.empty_like(src).fill_(0.0)
     t = measure(lambda: dst.copy_(src), warmup, repeats, min_time_s=min_time_s)
@@ -291,8 +277,8 @@ def bandwidth_sweep(sizes, min_time_s: float = 0.02, repeats: int = 5, threads: 
     if not sizes:
         raise ValueError("sizes must be a non-empty list of byte counts")
     for s in sizes:
-        _check_positive_int("sizes", s)
-    _check_positive_int("threads", threads)
+        positive_int("sizes", s)
+    positive_int("threads", threads)
     out = []
     with num_threads(threads):
         for s in (progress(sizes) if progress else sizes):
@@ -326,8 +312,8 @@ def cache_bandwidth(threads: int | None = None, repeats: int = 7, min_time_s: fl
     of a roofline that sit above the DRAM roof read their bytes from here (notebook 04's hierarchical
     roofline). Costs a fraction of a second."""
     threads = torch.get_num_threads() if threads is None else threads
-    _check_positive_int("threads", threads)
-    _check_positive_int("repeats", repeats)
+    positive_int("threads", threads)
+    positive_int("repeats", repeats)
     if not isinstance(min_time_s, numbers.Real) or isinstance(min_time_s, bool) or min_time_s < 0:
         raise ValueError(f"min_time_s must be a number of seconds >= 0, got {min_time_s!r}")
     caches = cache_sizes()
@@ -346,7 +332,7 @@ def memory_level(nbytes: float, bytes_per_s: float, dram_bandwidth: float, cache
     in the last-level cache (``cache_bytes``) or when it read faster than DRAM can deliver (only a cache
     can); "DRAM" otherwise."""
     for name, v in (("nbytes", nbytes), ("bytes_per_s", bytes_per_s), ("dram_bandwidth", dram_bandwidth)):
-        _check_positive_number(name, v)
+        positive_number(name, v)
     fits = cache_bytes is not None and nbytes <= cache_bytes
     return "L3" if fits or bytes_per_s > dram_bandwidth else "DRAM"
 
@@ -371,7 +357,7 @@ class MatmulPeak:
 def matmul_peak(n: int = 2048, dtype=torch.float32, warmup: int = 2, repeats: int = 5,
                 min_time_s: float = 0.2) -> MatmulPeak:
     """FLOP/s of an n x n by n x n matmul: about the most arithmetic this machine does per second."""
-    _check_positive_int("n", n)
+    positive_int("n", n)
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     t = measure(lambda: a @ b, warmup, repeats, min_time_s=min_time_s)
     return MatmulPeak(n, dtype, t)
@@ -379,11 +365,7 @@ def matmul_peak(n: int = 2048, dtype=torch.float32, warmup: int = 2, repeats: in
 
 def has_bf16_matmul() -> bool:
     """True when this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); else bf16 is emulated."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return torch.cuda.is_available()
-    return any(flag in text for flag in (" amx_bf16", " avx512_bf16"))
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def cache_sizes() -> dict:
@@ -407,40 +389,43 @@ def machine_roof(bandwidth: float, peak_flops: float, name: str = "this machine"
 
 # --- real-shape models, fast --------------------------------------------------------------------------
 
-def random_model(config: ModelConfig, dtype=torch.float32, seed: int = 0) -> GPT:
+def random_tensor(shape, dtype=torch.float32, seed: int = 0, block: int = 1 << 16) -> torch.Tensor:
+    """Normal(0, 0.02) numbers for a weight of ``shape``: one random block tiled over the tensor (drawing
+    hundreds of millions of numbers takes seconds; copying a block a fraction of one). Times like any weight."""
+    numel = math.prod(shape)
+    pattern = torch.randn(min(block, numel), generator=torch.Generator().manual_seed(seed)).mul_(0.02).to(dtype)
+    out = torch.empty(numel, dtype=dtype)
+    full = numel // pattern.numel() * pattern.numel()
+    out[:full].view(-1, pattern.numel()).copy_(pattern.expand(full // pattern.numel(), -1))
+    out[full:].copy_(pattern[:numel - full])
+    return out.view(shape)
+
+
+def random_model(config: ModelConfig, dtype=torch.float32, seed: int = 0, weights: dict | None = None) -> GPT:
     """``GPT(config)`` with random weights, built in about a second even for billions of bytes: the module is
-    made on the meta device (no memory, no init) and each weight filled by tiling one random block, which
-    times exactly like fully random weights. Free it with ``del model; gc.collect()``."""
+    made on the meta device (no memory, no init) and each weight is a ``random_tensor``. ``weights``: a dict
+    of tensors by parameter name, reused where the shape matches and filled with the new ones, so models that
+    differ in one part share the rest (notebook 05's grouped-query sweep). Free it with ``del model; gc.collect()``."""
     if not isinstance(config, ModelConfig):
         raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+    weights = {} if weights is None else weights
     with torch.device("meta"):
         model = GPT(config)
-    model = model.to_empty(device="cpu").to(dtype)
-    if config.tie_embeddings:  # to_empty makes separate tensors: tie them again
+    state = {}
+    for name, p in model.named_parameters():   # a tied weight is listed once
+        w = weights.get(name)
+        if w is None or w.shape != p.shape or w.dtype != dtype:
+            w = weights[name] = (random_tensor(p.shape, dtype, seed) if p.dim() > 1 and not name.endswith("bias")
+                                 else torch.zeros(p.shape, dtype=dtype) if name.endswith("bias")
+                                 else torch.ones(p.shape, dtype=dtype))
+        state[name] = w
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight
-    g = torch.Generator().manual_seed(seed)
-    block = torch.randn(1 << 16, generator=g).to(dtype) * 0.02
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            flat = p.view(-1)
-            if name.endswith("bias"):
-                flat.zero_()
-            elif p.dim() == 1:
-                flat.fill_(1.0)
-            else:
-                full = flat.numel() // block.numel() * block.numel()
-                flat[:full].view(-1, block.numel()).copy_(block.expand(full // block.numel(), -1))
-                flat[full:].copy_(block[:flat.numel() - full])
-        if config.arch == "llama":
-            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-            model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
+    if config.arch == "llama":   # buffers, not in the state dict
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+        model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
     return model.eval()
-
-
-def free(*objects) -> None:
-    """Drop references and collect, so a multi-GB model's memory is returned now (``del`` in the caller too)."""
-    del objects
-    gc.collect()
 
 
 @dataclass
@@ -468,8 +453,8 @@ def decode_stepper(model: GPT, batch_size: int = 1, n_context: int = 16, seed: i
     already cached, again and again at the same position (the cache is rewound after each). The cached
     tokens are one sequence's prefill copied to every row (a large batch's prefill would take longer than
     the steps it prepares); each row's new token is its own."""
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n_context", n_context)
+    positive_int("batch_size", batch_size)
+    positive_int("n_context", n_context)
     if n_context > model.config.max_seq_len:
         raise ValueError(f"n_context must be <= max_seq_len={model.config.max_seq_len}, got {n_context}")
     g = torch.Generator().manual_seed(seed)
@@ -487,8 +472,7 @@ def decode_stepper(model: GPT, batch_size: int = 1, n_context: int = 16, seed: i
     new = ids[:, -1:]
 
     def step():
-        cache.valid[:, filled:] = False
-        cache.length = filled
+        cache.truncate(filled)   # rewind, so every timed step sees the same context
         with torch.inference_mode():
             return model(new, cache=cache)
 
@@ -512,8 +496,8 @@ def time_decode_batches(model: GPT, batch_sizes, n_context: int = 16, repeats: i
     if not sizes:
         raise ValueError("batch_sizes must be a non-empty list of batch sizes")
     for b in sizes:
-        _check_positive_int("batch_sizes", b)
-    _check_positive_int("repeats", repeats)
+        positive_int("batch_sizes", b)
+    positive_int("repeats", repeats)
     steppers = {b: decode_stepper(model, b, n_context) for b in sizes}
     samples = {b: [] for b in sizes}
     rounds = range(repeats)
@@ -610,12 +594,12 @@ def batch_regimes(batch_sizes, step_seconds, slack: float = 0.25, slope: float =
     if len(b) != len(t) or len(b) < 3:
         raise ValueError("batch_sizes and step_seconds must be lists of the same length, at least 3")
     for x in b:
-        _check_positive_int("batch_sizes", x)
+        positive_int("batch_sizes", x)
     for x in t:
-        _check_positive_number("step_seconds", x)
+        positive_number("step_seconds", x)
     if any(y <= x for x, y in zip(b, b[1:])):
         raise ValueError("batch_sizes must grow from one measurement to the next")
-    _check_positive_number("slack", slack)
+    positive_number("slack", slack)
     if not 0 < slope <= 1:
         raise ValueError(f"slope must be in (0, 1], got {slope!r}")
     near_free = b[0]

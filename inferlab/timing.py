@@ -91,15 +91,25 @@ def first_calls(fn, calls: int = 5, device=None) -> list:
     return out
 
 
-def cpu_model() -> str:
-    """The CPU's name (from /proc/cpuinfo on Linux), for the machine line every benchmark prints."""
+def cpuinfo(field: str) -> str | None:
+    """The first ``field`` of Linux's /proc/cpuinfo ("model name", "flags"), or None elsewhere."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's name, for the machine line every benchmark prints."""
+    return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo does not exist)."""
+    return set((cpuinfo("flags") or "").split())
 
 
 def from_samples(samples: list) -> Timing:

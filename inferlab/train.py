@@ -42,7 +42,7 @@ def get_batch(data: torch.Tensor, batch_size: int, seq_len: int, generator: torc
 
 
 def lm_loss(model, x, y) -> torch.Tensor:
-    logits = model(x)
+    logits = model(x).float()   # a bfloat16 model's loss is still summed in float32 (notebook 05)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 

@@ -1,6 +1,7 @@
 """Argument checks shared by the package's entry points: a clear error that names the argument."""
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -18,3 +19,12 @@ def boolean(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def positive_number(name: str, value) -> float:
+    """``value`` as a finite number > 0, or a TypeError/ValueError naming ``name``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return float(value)

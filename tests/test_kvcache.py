@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import inferlab as il
 from conftest import random_model, small_configs
-from inferlab.counting import max_concurrent_sequences, weight_bytes
+from inferlab.counting import max_concurrent_sequences, param_bytes
 from inferlab.kvcache import ConcatKVCache
 from inferlab.phases import make_cache, rewind
 
@@ -116,7 +116,7 @@ def test_concurrent_sequences_by_hand():
     cfg = il.MODEL_CONFIGS["llama-3-8b"]
     weights = 8_030_261_248 * 2                 # published parameter count x 2 bytes
     per_sequence = 2 * 32 * 8 * 128 * 8192 * 2  # 1 GiB at 8,192 tokens
-    assert weight_bytes(cfg) == weights
+    assert param_bytes(cfg) == weights
     for gb in (24, 80, 141):
         assert max_concurrent_sequences(cfg, 8192, gb) == (gb * 10**9 - weights) // per_sequence
     assert max_concurrent_sequences(il.MODEL_CONFIGS["llama-2-13b"], 8192, 24) == 0  # weights alone: 26 GB

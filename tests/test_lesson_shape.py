@@ -82,4 +82,4 @@ def test_checked_exercises_with_a_prediction(path):
     sources = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
     keys = sorted(set(re.findall(r'ex\.check\(\s*"(\d+\.\d+)"', sources)))
     assert len(keys) >= 3, f"{len(keys)} checked exercises (at least 3)"
-    assert any(ex._load(k).measured for k in keys), "no prediction checked against the learner's own measurement"
+    assert any(ex.get_exercise(k).measured for k in keys), "no prediction checked against the learner's own measurement"

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import inferlab as il
+from inferlab import profiling
 from conftest import random_model, small_configs
 from inferlab.optimize import compile as opt_compile
 from inferlab.corpus import load_corpus, split_corpus
@@ -127,7 +128,7 @@ def test_quantize_model_keeps_the_original_and_works_on_every_path(pretrained):
     q = quantize.quantize_model(model, "int8")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(isinstance(m, torch.nn.Linear) for m in q.modules())
-    ratio = quantize.weight_bytes(model) / quantize.weight_bytes(q)
+    ratio = model.weight_bytes() / q.weight_bytes()
     assert ratio >= 3.9
     a = il.generate(q, tok, PROMPTS[0], max_new_tokens=8)
     b = il.generate(q, tok, PROMPTS[0], max_new_tokens=8, use_cache=False)
@@ -408,8 +409,8 @@ def test_random_gpt_for_sweeps_is_a_whole_model(arch):
     from inferlab.model import rope_tables
     cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, n_kv_head=4, arch=arch, max_seq_len=16)
     weights = {}
-    mha = measure._random_gpt(cfg, torch.float32, weights)
-    mqa = measure._random_gpt(cfg.with_(n_kv_head=1), torch.float32, weights)
+    mha = profiling.random_model(cfg, torch.float32, weights=weights)
+    mqa = profiling.random_model(cfg.with_(n_kv_head=1), torch.float32, weights=weights)
     for m in (mha, mqa):
         params = list(m.parameters())
         assert all(p.device.type == "cpu" for p in params)

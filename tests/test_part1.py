@@ -296,7 +296,7 @@ def test_cost_widget_carries_its_picture_and_follows_the_sliders():
 
 
 def test_exercise_1_5_prediction_is_judged_against_the_measurement():
-    assert ex._load("1.5").measured == "step_ratio"
+    assert ex.get_exercise("1.5").measured == "step_ratio"
     assert not ex.verdict("1.5", 3.0)[0]                     # no measurement given
     for measured in (2.5, 3.4, 5.3, 7.0):                    # quiet and busy machines
         assert ex.verdict("1.5", 3.0, measured=measured)[0], measured

@@ -432,7 +432,7 @@ def test_exercise_25():
 def test_exercise_26_prediction_against_the_learner_measurement():
     quiet = _step_timing(QUIET, 3900)                    # layers: 84% of the stages
     share = quiet.layers_s / quiet.sum_of_stages_s
-    assert ex._load("2.6").measured == "breakdown"
+    assert ex.get_exercise("2.6").measured == "breakdown"
     for guess in (share, 0.75, 0.95, 0.6):               # near it, or most of the step and within 0.25
         assert ex.verdict("2.6", guess, measured=quiet)[0], guess
     for guess in (0.3, 0.5, 0.55, 0.0):                  # "less than half", or far off

@@ -258,7 +258,7 @@ def test_time_decode_kinds_times_each_kind_at_each_position(kinds):
 def test_step_budget_splits_reading_from_overhead():
     cfg = il.MODEL_CONFIGS["gpt2"]
     read = counting.step_count(cfg, 1, 1, 1, torch.float32).weight_bytes
-    assert read == counting.weight_bytes(cfg, torch.float32)  # tied embeddings: the head reads the whole table
+    assert read == counting.param_bytes(cfg, torch.float32)  # tied embeddings: the head reads the whole table
     slow = phases.step_budget("x", cfg, step_s=read / 1e9 * 10, bandwidth=1e9)
     assert slow.read_s == pytest.approx(read / 1e9) and slow.read_share == pytest.approx(0.1)
     assert "overhead" in slow.verdict
@@ -342,7 +342,7 @@ def test_format_bytes_binary(n, text):
 def test_weights_read_per_step_leave_out_an_untied_embedding_table():
     llama3 = il.MODEL_CONFIGS["llama-3-8b"]
     table = llama3.vocab_size * llama3.d_model * 2
-    assert phases.weights_read_per_step(llama3, 16) == counting.weight_bytes(llama3) - table + 16 * llama3.d_model * 2
+    assert phases.weights_read_per_step(llama3, 16) == counting.param_bytes(llama3) - table + 16 * llama3.d_model * 2
     assert phases.cache_equals_weights_read(llama3, 16) == 7158
     gpt2 = il.MODEL_CONFIGS["gpt2"]  # tied: the output head reads the whole table anyway
     assert phases.cache_equals_weights_read(gpt2, 8) == cache_equals_weights_context(gpt2, 8) == 844
@@ -532,7 +532,7 @@ def test_exercise_3_5_needs_the_measurement_and_a_number():
     assert not ok and "measured=prefill_in_steps" in message
     ok, message = ex.verdict("3.5", "ten", measured=7.0)
     assert not ok and "number" in message
-    assert ex._load("3.5").measured == "prefill_in_steps"
+    assert ex.get_exercise("3.5").measured == "prefill_in_steps"
     ok, message = ex.verdict("3.5", 200, measured=7.0)
     assert "one decode step per prompt token" in message
 

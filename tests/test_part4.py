@@ -95,7 +95,7 @@ WRONG = {
 ALSO_RIGHT = {
     "4.1": [answer_41() * 0.985],   # the whole embedding table counted as read (it is looked up, 8 rows)
     "4.2": [296],                   # the rule of thumb: intensity ~ 2B / 2 bytes = B, ridge 295.3
-    "4.3": [2.039e12 / counting.weight_bytes(il.MODEL_CONFIGS["llama-2-7b"], torch.float16)],  # whole table
+    "4.3": [2.039e12 / counting.param_bytes(il.MODEL_CONFIGS["llama-2-7b"], torch.float16)],  # whole table
 }
 
 

@@ -246,7 +246,7 @@ def test_random_model_is_a_gpt_with_tied_weights_and_rope():
     slow = il.GPT(MAIN)
     slow.load_state_dict(fast.state_dict())
     assert fast.lm_head.weight is fast.tok_emb.weight
-    assert fast.weight_bytes() == il.counting.weight_bytes(MAIN, torch.float32)
+    assert fast.weight_bytes() == il.counting.param_bytes(MAIN, torch.float32)
     x = torch.tensor([[1, 2, 3, 4]])
     with torch.inference_mode():
         assert torch.equal(fast(x), slow(x))

@@ -66,7 +66,7 @@ def exercise(key: str, question: str, solution: str, measured: str | None = None
     return register
 
 
-def _load(key: str) -> Exercise:
+def get_exercise(key: str) -> Exercise:
     if not isinstance(key, str) or "." not in key:
         raise ValueError(f"exercise key must look like '1.2', got {key!r}")
     part = key.split(".")[0]
@@ -83,7 +83,7 @@ def _load(key: str) -> Exercise:
 def verdict(key: str, answer, measured=None) -> tuple[bool, str]:
     """(correct?, message) without printing; ``None`` means not answered yet. A prediction also needs
     ``measured``, the learner's own measurement."""
-    ex = _load(key)
+    ex = get_exercise(key)
     if answer is None or answer is ...:
         return False, f"Exercise {key}: waiting for your answer."
     if ex.measured is not None and measured is None:
@@ -167,7 +167,7 @@ def solutions_allowed() -> bool:
 
 
 def solution(key: str) -> None:
-    ex = _load(key)
+    ex = get_exercise(key)
     if not solutions_allowed():
         print(f"Solutions are turned off for this class (INFERLAB_SOLUTIONS=off): ask your teacher about {key}.")
         return
@@ -177,7 +177,7 @@ def solution(key: str) -> None:
 def solution_code(key: str) -> str:
     """The code of a worked solution: its lines indented by four spaces, as a learner would paste them."""
     lines = []
-    for line in _load(key).solution.splitlines():
+    for line in get_exercise(key).solution.splitlines():
         if line.startswith("    ") or (not line.strip() and lines):
             lines.append(line[4:])
     return "\n".join(lines).strip("\n") + "\n"
@@ -228,7 +228,7 @@ def run_solution(key: str, namespace: dict) -> list:
     if name is None:
         problems.append(f"{key}: the solution sets no answer variable")
     else:
-        ex = _load(key)
+        ex = get_exercise(key)
         measured = namespace.get(ex.measured) if ex.measured is not None else None
         if ex.measured is not None and measured is None:
             problems.append(f"{key}: the notebook has no measurement named {ex.measured!r}")
@@ -241,7 +241,7 @@ def run_solution(key: str, namespace: dict) -> list:
 def check_solutions(part: int, namespace: dict) -> None:
     """Run every solution of notebook ``part`` in (a copy of) the notebook's namespace; raise
     AssertionError listing every problem. The test suite calls this at the end of each notebook."""
-    _load(f"{part}.1")
+    get_exercise(f"{part}.1")
     keys = sorted((k for k in REGISTRY if k.split(".")[0] == str(part)), key=lambda k: int(k.split(".")[1]))
     problems = [p for k in keys for p in run_solution(k, namespace)]
     if problems:

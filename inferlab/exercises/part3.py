@@ -88,7 +88,7 @@ The weights take their share first; what is left holds whole sequences' caches:
     import torch
     from inferlab import counting
     llama = il.MODEL_CONFIGS["llama-2-7b"]
-    llama_weights = counting.weight_bytes(llama, torch.float16)     # 13.48e9 bytes
+    llama_weights = counting.param_bytes(llama, torch.float16)     # 13.48e9 bytes
     llama_per_sequence = il.kv_cache_bytes(llama, 6000)             # 3.146e9 bytes (multi-head: 512 KiB/token)
     answer_32 = int((80e9 - llama_weights) // llama_per_sequence)   # 21
     # the same with the package: counting.max_concurrent_sequences(llama, 6000, 80)
@@ -96,13 +96,13 @@ The weights take their share first; what is left holds whole sequences' caches:
 A real server keeps some memory for activations and fragmentation too, so it fits a few fewer.
 ''')
 def _verify_fit(answer):
-    from ..counting import kv_cache_bytes, max_concurrent_sequences, weight_bytes
+    from ..counting import kv_cache_bytes, max_concurrent_sequences, param_bytes
     value = _number(answer)
     c = EX32
     cfg = _config(c["model"])
     expected = max_concurrent_sequences(cfg, c["seq_len"], c["memory_gb"], c["dtype"])
     per_seq = kv_cache_bytes(cfg, c["seq_len"], 1, c["dtype"])
-    free = c["memory_gb"] * 1e9 - weight_bytes(cfg, c["dtype"])
+    free = c["memory_gb"] * 1e9 - param_bytes(cfg, c["dtype"])
     if value == expected:
         return True, (f"{expected} sequences: each holds {per_seq / 1e9:.2f} GB of cache, beside "
                       f"{c['memory_gb'] - expected * per_seq / 1e9:.1f} GB of weights and leftover.")
@@ -257,7 +257,7 @@ def _verify_cached_loop(answer):
 
 def _ex34_answers() -> dict:
     """The context length each justified way of counting the weights gives (exercise 3.4)."""
-    from ..counting import kv_cache_bytes, step_count, weight_bytes
+    from ..counting import kv_cache_bytes, step_count, param_bytes
     c = EX34
     cfg = _config(c["model"])
     per_token = kv_cache_bytes(cfg, 1, c["batch_size"], c["dtype"])
@@ -267,7 +267,7 @@ def _ex34_answers() -> dict:
         "the weights a step reads: every matrix, but only the 16 looked-up rows of the input embedding table":
             step_count(cfg, 1, 1, c["batch_size"], c["dtype"]).weight_bytes,
         "every weight, counted from the shape, the input embedding table included":
-            weight_bytes(cfg, c["dtype"]),
+            param_bytes(cfg, c["dtype"]),
         "8e9 weights, the name's round figure": c["params_by_name"] * nbytes,
         "8e9 weights less the input embedding table": c["params_by_name"] * nbytes - table,
     }

@@ -45,12 +45,12 @@ Without the caches it would be about 8 (2 FLOPs per weight per sequence over 2 b
 caches every sequence reads on its own pull it down. Far below any accelerator's ridge: memory-bound.
 ''')
 def _verify_intensity(answer):
-    from ..counting import step_count, weight_bytes
+    from ..counting import step_count, param_bytes
     value = _number(answer)
     cfg = _config(EX41["model"])
     c = step_count(cfg, 1, EX41["n_context"], EX41["batch_size"], EX41["dtype"])
     # counting the whole embedding table as read (instead of the 8 rows looked up) is a fair convention too
-    whole_table = c.flops / (weight_bytes(cfg, EX41["dtype"]) + c.kv_read_bytes + c.kv_write_bytes)
+    whole_table = c.flops / (param_bytes(cfg, EX41["dtype"]) + c.kv_read_bytes + c.kv_write_bytes)
     if _close(value, c.intensity, 0.02) or _close(value, whole_table, 0.02):
         return True, (f"{c.intensity:.2f} FLOP/byte: {c.flops / 1e9:.0f} GFLOP over {c.bytes / 1e9:.1f} GB "
                       f"({c.weight_bytes / 1e9:.1f} GB of weights, {c.kv_read_bytes / 1e9:.1f} GB of cache).")
@@ -135,14 +135,14 @@ either convention passes.) gpt-fast's README reports 104.9 tokens/s for this mod
 A100-80GB limited to 330 W, i.e. 1,397 GB/s: about two thirds of the datasheet's bandwidth.
 ''')
 def _verify_tokens(answer):
-    from ..counting import step_count, weight_bytes
+    from ..counting import step_count, param_bytes
     from ..profiling import hardware_roof
     value = _number(answer)
     roof = hardware_roof(EX43["hardware"], EX43["dtype"])
     cfg = _config(EX43["model"])
     c = step_count(cfg, 1, 1, 1, EX43["dtype"])
     expected = roof.bandwidth / c.bytes
-    whole_table = roof.bandwidth / weight_bytes(cfg, EX43["dtype"])  # the embedding table counted as read
+    whole_table = roof.bandwidth / param_bytes(cfg, EX43["dtype"])  # the embedding table counted as read
     if whole_table * 0.98 <= value <= expected * 1.02:
         return True, (f"about {expected:.0f} tokens/s: {roof.bandwidth / 1e9:,.0f} GB/s / {c.bytes / 1e9:.2f} GB per step "
                       f"({whole_table:.0f} if the whole embedding table is counted as read).")

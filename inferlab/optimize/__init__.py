@@ -16,7 +16,7 @@ from .measure import (FORMATS, batching_sweep, decode_step_time, format_speeds, 
                       speculative_sweep, step_cost)
 from .precision import GEMV_PATHS, PRECISIONS, Linear16, fastest_gemv_path, native_support, to_precision
 from .quantize import (INT8_PATHS, SCHEMES, QuantizedEmbedding, QuantizedLinear, dequantize_tensor, fastest_int8_path,
-                       int8_linear, quantize_model, quantize_tensor, quantized_bytes, weight_bytes)
+                       int8_linear, quantize_model, quantize_tensor, quantized_bytes)
 from .speculative import SpeculativeResult, expected_speedup, residual, speculative_generate
 from .tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention
 
@@ -25,5 +25,5 @@ __all__ = ["StaticKVCache", "compile_model", "FORMATS", "batching_sweep", "decod
            "quality_vs_reference", "speculative_sweep", "step_cost", "GEMV_PATHS", "PRECISIONS", "Linear16",
            "fastest_gemv_path", "native_support", "to_precision",
            "INT8_PATHS", "SCHEMES", "QuantizedEmbedding", "QuantizedLinear", "dequantize_tensor", "fastest_int8_path",
-           "int8_linear", "quantize_model", "quantize_tensor", "quantized_bytes", "weight_bytes", "SpeculativeResult", "expected_speedup", "residual",
+           "int8_linear", "quantize_model", "quantize_tensor", "quantized_bytes", "SpeculativeResult", "expected_speedup", "residual",
            "speculative_generate", "largest_intermediate_bytes", "standard_attention", "tiled_attention"]

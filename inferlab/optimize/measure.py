@@ -27,32 +27,21 @@ from ..counting import kv_cache_bytes
 from ..generate import generate_batch
 from ..kvcache import KVCache
 from ..model import GPT, rope_tables
+from .. import profiling
+from ..accounting import saved_bytes
 from ..progress import progress
 from ..timing import Ratio, Timing, compare, measure, paired_ratio
+from ..train import heldout_loss  # noqa: F401  (one home; optimize re-exports it)
 from . import precision as _precision
 from . import quantize as _quantize
 
 
 def decode_stepper(model, context: int = 32, batch_size: int = 1):
-    """A function running one decode step (one new token per sequence) after ``context`` cached tokens,
-    again and again at the same position (the cache is rewound after each step)."""
-    cfg = model.config
-    if not 1 <= context < cfg.max_seq_len:
-        raise ValueError(f"context must be in [1, {cfg.max_seq_len - 1}], got {context}")
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.vocab_size, (batch_size, context + 1), generator=gen).to(model.device)
-    cache = KVCache(cfg, batch_size, context + 1, dtype=model.dtype, device=model.device)
-    with torch.inference_mode():
-        model(ids[:, :context], cache=cache)
-    step_in = ids[:, context:]
-
-    def step():
-        with torch.inference_mode():
-            logits = model(step_in, cache=cache)
-        cache.truncate(context)  # rewind, so every timed step sees the same context
-        return logits
-
-    return step
+    """One decode step (one new token per sequence) after ``context`` cached tokens, again and again at the
+    same position: ``profiling.decode_stepper``, counted in cached tokens."""
+    if not isinstance(context, int) or not 1 <= context < model.config.max_seq_len:
+        raise ValueError(f"context must be an int in [1, {model.config.max_seq_len - 1}], got {context!r}")
+    return profiling.decode_stepper(model, batch_size, context + 1)
 
 
 def decode_step_time(model, context: int = 32, batch_size: int = 1, warmup: int = 2, repeats: int = 10,
@@ -60,24 +49,6 @@ def decode_step_time(model, context: int = 32, batch_size: int = 1, warmup: int 
     """``timing.Timing`` of one decode step (one new token per sequence) after ``context`` cached tokens."""
     step = decode_stepper(model, context, batch_size)
     return measure(step, warmup=warmup, repeats=repeats, device=model.device, min_time_s=min_time_s)
-
-
-@torch.no_grad()
-def heldout_loss(model, data: torch.Tensor, seq_len: int = 256, batch_size: int = 8, max_windows=None) -> float:
-    """Mean next-token cross-entropy over consecutive windows of ``data`` (logits cast to float32)."""
-    n = (len(data) - 1) // seq_len
-    n = n if max_windows is None else min(n, max_windows)
-    if n < 1:
-        raise ValueError(f"data has {len(data)} tokens, need more than seq_len = {seq_len}")
-    total = 0.0
-    with torch.inference_mode():
-        for i in range(0, n, batch_size):
-            rows = range(i, min(n, i + batch_size))
-            x = torch.stack([data[r * seq_len:(r + 1) * seq_len] for r in rows]).to(model.device)
-            y = torch.stack([data[r * seq_len + 1:(r + 1) * seq_len + 1] for r in rows]).to(model.device)
-            logits = model(x).float()
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
-    return total / (n * seq_len)
 
 
 def greedy_agreement(reference: list[int], other: list[int]) -> tuple[float, int]:
@@ -88,19 +59,6 @@ def greedy_agreement(reference: list[int], other: list[int]) -> tuple[float, int
     same = sum(a == b for a, b in zip(reference, other))
     prefix = next((i for i in range(n) if reference[i] != other[i]), n)
     return same / n, prefix
-
-
-def _saved_bytes(fn) -> int:
-    """Bytes autograd keeps alive for the backward pass while ``fn`` runs (each storage counted once)."""
-    seen = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
 
 
 @dataclass
@@ -133,8 +91,8 @@ def inference_mode_cost(model, batch_size: int = 4, seq_len: int = 128, repeats:
     try:
         t = compare({"train": train_forward, "inference": inference_forward}, repeats=repeats, warmup=1,
                     device=model.device)
-        saved_train = _saved_bytes(train_forward)
-        saved_inf = _saved_bytes(inference_forward)
+        saved_train = saved_bytes(model, train_forward)   # weights not counted: they exist anyway
+        saved_inf = saved_bytes(model, inference_forward)
     finally:
         model.train(was_training)
     return ModeCost(t["train"].median_s, t["inference"].median_s, saved_train, saved_inf,
@@ -264,7 +222,7 @@ def format_speeds(model, formats=("float32", "bfloat16", "int8"), context: int =
     reference = steps["float32"]().float()
     errors = {name: float((step().float() - reference).norm() / reference.norm()) for name, step in steps.items()}
     timings = compare(steps, repeats=repeats, warmup=warmup, device=model.device)
-    return {name: FormatSpeed(name, _quantize.weight_bytes(made[name]), timings[name],
+    return {name: FormatSpeed(name, made[name].weight_bytes(), timings[name],
                               paired_ratio(timings["float32"], timings[name]), errors[name]) for name in formats}
 
 
@@ -279,7 +237,7 @@ def memory_bound_model(shape: str = "gpt2-large", n_layer: int = 4, vocab_size: 
     cfg = MODEL_CONFIGS[shape].with_(n_layer=n_layer, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                      name=f"{shape} x{n_layer} layers")
     torch.manual_seed(0)
-    return _random_gpt(cfg, torch.float32, {})
+    return profiling.random_model(cfg, torch.float32)
 
 
 # --- grouped-query attention: one real-size layer, fewer and fewer key/value heads --------------------------
@@ -293,41 +251,6 @@ class GQAPoint:
     kind: str             # multi-head / grouped-query / multi-query
     timing: Timing | None = None
     speedup: Ratio | None = None   # the first variant's step / this one's, paired round by round
-
-
-def _random_tensor(shape, dtype, block: int = 1 << 16) -> torch.Tensor:
-    """Normal(0, 0.02) numbers for a weight of ``shape``: one random block of ``block`` numbers tiled over the
-    tensor (drawing hundreds of millions of numbers takes seconds; copying a block takes a fraction of one)."""
-    numel = math.prod(shape)
-    pattern = torch.randn(min(block, numel)).mul_(0.02).to(dtype)
-    out = torch.empty(numel, dtype=dtype)
-    full = numel // pattern.numel() * pattern.numel()
-    out[:full].view(-1, pattern.numel()).copy_(pattern.expand(full // pattern.numel(), -1))
-    out[full:].copy_(pattern[:numel - full])
-    return out.view(shape)
-
-
-def _random_gpt(cfg, dtype, weights: dict) -> GPT:
-    """``GPT(cfg)`` with random weights, built fast: ``GPT(cfg)`` draws every weight twice (``nn.Linear``'s
-    init, then ours), seconds per model at a 7B layer's shape; here each weight tiles one random block. A tensor
-    already in ``weights`` (by name, same shape) is reused, so models that differ only in their key/value heads
-    share the rest; new ones are added. Within one model every weight has memory of its own, and a step's time
-    does not depend on the values."""
-    with torch.device("meta"):
-        model = GPT(cfg)
-    state = {}
-    for name, p in model.named_parameters():   # a tied weight is listed once
-        w = weights.get(name)
-        if w is None or w.shape != p.shape:
-            w = weights[name] = _random_tensor(p.shape, dtype) if p.dim() > 1 else torch.ones(p.shape, dtype=dtype)
-        state[name] = w
-    model.load_state_dict(state, strict=False, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight
-    if cfg.arch == "llama":   # buffers, not in the state dict
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
-    return model.eval()
 
 
 def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 2048, batch_size: int = 8,
@@ -345,7 +268,7 @@ def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 20
         kv = config.n_head if kv is None else kv
         cfg = config.with_(n_kv_head=kv, n_layer=n_layer, max_seq_len=context + 1,
                            vocab_size=vocab_size or config.vocab_size, name=f"{config.name}-kv{kv}")
-        model = _random_gpt(cfg, dtype, weights)
+        model = profiling.random_model(cfg, dtype, weights=weights)
         cache = KVCache(cfg, batch_size, context + 1, dtype=dtype)
         cache.k.normal_()
         cache.v.normal_()

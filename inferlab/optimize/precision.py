@@ -16,25 +16,16 @@ PyTorch's default. Off the CPU (or without oneDNN) there is one path.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..timing import cpu_flags
+
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # CPU feature flags (Linux /proc/cpuinfo) that give native 16-bit arithmetic
 CPU_FLAGS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def native_support(dtype, device="cpu") -> list[str]:

@@ -288,16 +288,3 @@ def quantize_model(model, scheme: str = "int8", group_size: int = 32, path: str 
     return new.eval()
 
 
-def weight_bytes(model) -> int:
-    """Bytes of everything the model stores (parameters and persistent buffers), each tensor counted
-    once even when shared (tied embeddings)."""
-    seen, total = set(), 0
-    for module in model.modules():
-        tensors = list(module._parameters.values())
-        tensors += [b for n, b in module._buffers.items() if n not in module._non_persistent_buffers_set]
-        for t in tensors:
-            if t is None or t.data_ptr() in seen:
-                continue
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
-    return total

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..generate import _check_max_new, encode_prompt, token_bytes
+from ..generate import check_max_new_tokens, encode_prompt, token_bytes
 from ..kvcache import KVCache
 from ..sampling import check_sampling_args, make_generator, next_token_probs
 
@@ -47,15 +47,6 @@ class SpeculativeResult:
     accepted_per_round: list[int] = field(default_factory=list)
     draft_s: float = 0.0         # wall time inside the draft's forward passes
     target_s: float = 0.0        # wall time inside the target's forward passes
-
-    @property
-    def step_cost_ratio(self) -> float:
-        """Mean draft step / mean target verify pass inside the loop. Not Leviathan et al.'s c, which divides
-        by one ordinary one-token target step (``measure.step_cost``): a verify pass scores gamma + 1 tokens
-        and costs more than that."""
-        if not self.draft_steps or not self.rounds:
-            return float("nan")
-        return (self.draft_s / self.draft_steps) / (self.target_s / self.rounds)
 
     @property
     def acceptance_rate(self) -> float:
@@ -142,7 +133,7 @@ def speculative_generate(target, draft, tok, prompt, max_new_tokens: int = 50, g
                          f"{draft.config.vocab_size}")
     max_len = min(target.config.max_seq_len, draft.config.max_seq_len)
     ids = encode_prompt(tok, prompt, max_len)
-    _check_max_new(max_new_tokens, len(ids), max_len)
+    check_max_new_tokens(max_new_tokens, len(ids), max_len)
     device = target.device
     generator = make_generator(seed, device)
     capacity = len(ids) + max_new_tokens

@@ -49,12 +49,12 @@ def _label_char(c: str) -> str:
     return f"U+{ord(c):04X}"
 
 
-def _drawable(text: str) -> str:
+def drawable_text(text: str) -> str:
     """``text`` with every character the plot font lacks written as U+XXXX, spaces kept, ``$`` escaped."""
-    return _safe("".join(c if c in " \n" else _label_char(c) for c in text).replace("\n", "↵"))
+    return mathtext_safe("".join(c if c in " \n" else _label_char(c) for c in text).replace("\n", "↵"))
 
 
-def _safe(s: str) -> str:
+def mathtext_safe(s: str) -> str:
     """Escape ``$`` so matplotlib draws it instead of starting math mode."""
     return s.replace("$", r"\$")
 
@@ -121,7 +121,7 @@ def token_view(tok, text: str, width: float = 56.0) -> Figure:
     for n, (bx, by, w, label, token_id) in enumerate(boxes):
         color = "#f9cb9c" if is_byte_token(token_id) else palette[n % len(palette)]
         ax.add_patch(Rectangle((bx, -by - 0.62), w, 0.58, facecolor=color, edgecolor="#666666", lw=0.6))
-        ax.text(bx + w / 2, -by - 0.25, _safe(label), ha="center", va="center", fontsize=10, family="DejaVu Sans Mono")
+        ax.text(bx + w / 2, -by - 0.25, mathtext_safe(label), ha="center", va="center", fontsize=10, family="DejaVu Sans Mono")
         ax.text(bx + w / 2, -by - 0.53, str(token_id), ha="center", va="center", fontsize=7, color="#444444")
     ax.set_xlim(-0.2, width + 0.2)
     ax.set_ylim(-rows * 1.0 + 0.3, 0.05)
@@ -147,7 +147,7 @@ def plot_embedding_row(model, tok, token_id: int) -> Figure:
     ax.set_xlim(-1, row.numel())
     ax.set_xlabel("dimension")
     ax.set_ylabel("value")
-    ax.set_title(f"token {int(token_id)} ({_safe(token_label(tok, token_id))}) → row {int(token_id)} of tok_emb.weight "
+    ax.set_title(f"token {int(token_id)} ({mathtext_safe(token_label(tok, token_id))}) → row {int(token_id)} of tok_emb.weight "
                  f"{list(weight.shape)} → a vector of {row.numel()} numbers", fontsize=10)
     fig.tight_layout()
     return fig
@@ -162,7 +162,7 @@ def plot_residual_stream(outputs, tok, ids) -> Figure:
     """
     from ..anatomy import token_rms
     rms = token_rms(outputs).numpy()
-    labels = [_safe(token_label(tok, i)) for i in ids]
+    labels = [mathtext_safe(token_label(tok, i)) for i in ids]
     fig = Figure(figsize=(10, 3.4), dpi=DPI)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
     im = ax.imshow(rms, aspect="auto", cmap="viridis", norm=matplotlib.colors.LogNorm())
@@ -212,7 +212,7 @@ def plot_logits_to_probs(logits: torch.Tensor, tok, n: int = 10) -> Figure:
     logits = logits.float().cpu()
     probs = torch.softmax(logits, -1)
     top = logits.topk(n)
-    labels = [_safe(token_label(tok, int(i))) for i in top.indices]
+    labels = [mathtext_safe(token_label(tok, int(i))) for i in top.indices]
     fig = Figure(figsize=(10, 3.0), dpi=DPI)
     ax1, ax2 = fig.subplots(1, 2)
     ax1.barh(range(n), top.values.numpy(), color=RAW)
@@ -240,7 +240,7 @@ def sampling_view(logits: torch.Tensor, tok, temperature: float = 1.0, top_k=0, 
     plain = torch.softmax(logits, -1)
     probs = next_token_probs(logits, temperature, top_k, top_p)
     order = logits.topk(n).indices
-    labels = [_safe(token_label(tok, int(i))) for i in order]
+    labels = [mathtext_safe(token_label(tok, int(i))) for i in order]
     kept = int((probs > 0).sum())
     fig = Figure(figsize=(10, 3.4), dpi=DPI)
     ax = fig.add_subplot()
@@ -301,13 +301,13 @@ def plot_trace(trace, tok=None, max_steps: int = 16, width: float = 10.0) -> Fig
                                    edgecolor=ACCENT if chosen else "white", lw=2 if chosen else 0.5))
             label = token_label(tok, c.token_id) if tok is not None else "".join(_label_char(ch) for ch in c.text)
             text, size = _fit_label(label, label_pt)
-            ax.text(col + 0.06, row + 0.5, _safe(text), ha="left", va="center", fontsize=size,
+            ax.text(col + 0.06, row + 0.5, mathtext_safe(text), ha="left", va="center", fontsize=size,
                     family="DejaVu Sans Mono", color="white" if dark else "black")
             ax.text(col + 0.95, row + 0.5, f"{c.prob:.2f}", ha="right", va="center", fontsize=8,
                     color="white" if dark else "#333333")
         if all(c.token_id != s.token_id for c in s.candidates):
             picked = token_label(tok, s.token_id) if tok is not None else s.text
-            ax.text(k + 0.05, row + 0.5, f"picked: {_safe(picked)}", ha="left", va="center", fontsize=8,
+            ax.text(k + 0.05, row + 0.5, f"picked: {mathtext_safe(picked)}", ha="left", va="center", fontsize=8,
                     color=ACCENT, family="DejaVu Sans Mono", clip_on=False)
     ax.set_xlim(0, k)
     ax.set_ylim(len(steps), 0)
@@ -354,7 +354,7 @@ def trace_step_view(result, step: int = 0, tok=None) -> Figure:
         before = "".join(t.text for t in trace[:step])
     fig = Figure(figsize=(10, 2.9), dpi=DPI)
     ax = fig.add_subplot()
-    names = [_safe(token_label(tok, c.token_id) if tok is not None else "".join(_label_char(ch) for ch in c.text))
+    names = [mathtext_safe(token_label(tok, c.token_id) if tok is not None else "".join(_label_char(ch) for ch in c.text))
              for c in s.candidates]
     colors = [ACCENT if c.token_id == s.token_id else KEPT for c in s.candidates]
     ax.barh(range(len(names)), [c.prob for c in s.candidates], color=colors)
@@ -363,8 +363,8 @@ def trace_step_view(result, step: int = 0, tok=None) -> Figure:
     ax.set_xlim(0, 1)
     picked_shown = any(c.token_id == s.token_id for c in s.candidates)
     ax.set_xlabel("probability (red: the token picked)" if picked_shown else
-                  f"probability (the token picked, {_drawable(s.text)}, is not among these {len(names)})")
-    ax.set_title(f"step {step}, position {s.position}: …{_drawable(before[-60:])}[{_drawable(s.text)}]", fontsize=9,
+                  f"probability (the token picked, {drawable_text(s.text)}, is not among these {len(names)})")
+    ax.set_title(f"step {step}, position {s.position}: …{drawable_text(before[-60:])}[{drawable_text(s.text)}]", fontsize=9,
                  family="DejaVu Sans Mono", loc="left")
     fig.tight_layout()
     return fig

@@ -25,7 +25,7 @@ from ..config import get_config
 from ..counting import kv_cache_bytes
 from ..phases import (attention_kind, decode_flops, format_bytes, format_bytes_binary, memory_budget,
                       prefill_flops)
-from .inference import _drawable, _safe, token_label
+from .inference import drawable_text, mathtext_safe, token_label
 
 DPI = 150   # legible at GitHub's width
 KIND_COLORS = {"contiguous": "#3b75af", "concat": "#e1812c", "none": "#c03d3e"}
@@ -177,11 +177,11 @@ def cache_step_view(trace, tok, step: int = 0, layer: int = 0, head: int = -1) -
         f"query head {head} (reads K/V head {head // (cfg.n_head // cfg.n_kv_head)})")
     ax_att.set_title(f"attention of the newest token (position {s.end - 1}) over the cached rows, {who}; "
                      f"sums to {weights.sum():.3f}", fontsize=9, loc="left")
-    labels = [_safe(token_label(tok, t)) if i < s.end else "" for i, t in enumerate(trace.tokens[:cap])]
+    labels = [mathtext_safe(token_label(tok, t)) if i < s.end else "" for i, t in enumerate(trace.tokens[:cap])]
     labels += [""] * (cap - len(labels))
     ax_att.set_xticks(range(cap), labels, rotation=90, fontsize=7, family="DejaVu Sans Mono")
     ax_att.set_xlim(-0.6, cap - 0.4)
-    picked = _drawable(tok.decode([s.token_id]))
+    picked = drawable_text(tok.decode([s.token_id]))
     fig.suptitle(f"…then picks [{picked}] (id {s.token_id})", fontsize=9, x=0.99, y=0.995, ha="right")
     fig.tight_layout()
     return fig
