@@ -219,6 +219,8 @@ def test_prediction_65_is_judged_against_the_learners_measurement():
     assert len(hints) == 2
     assert ex.verdict("6.5", 1.1, Ratio(4.0, 3.5, 4.5))[0] is False      # too pessimistic for a GPU-like gain
     assert ex.verdict("6.5", 1.5, Ratio(1.05, 0.9, 1.2))[0] is True      # unclear measurement: reasoning accepted
+    assert ex.verdict("6.5", 1.5, Ratio(4.4, 2.2, 12.6))[0] is True      # rounds that disagree: a busy machine
+    assert ex.run_solution("6.5", {"vs_static": Ratio(4.4, 2.2, 12.6)}) == []
     assert ex.verdict("6.5", 0.8, Ratio(0.8, 0.7, 0.9))[0] is True       # clearly slower here, and predicted so
     assert ex.verdict("6.5", 1.5, Ratio(0.8, 0.7, 0.9))[0] is True       # the lesson's reasoning, a contrary machine
     for measured in (quiet, Ratio(0.8, 0.7, 0.9), Ratio(4.0, 3.5, 4.5)):

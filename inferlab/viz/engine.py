@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 DPI = 150   # legible at GitHub's width
 WAIT, PREFILL, DECODE, HELD = "#d9d9d9", "#e1812c", "#3b75af", "#c6dbef"
@@ -46,6 +46,18 @@ def wall_timing(runs):
     walls = sorted(r.wall_s for r in runs)
     q = statistics.quantiles(walls, n=4, method="inclusive") if len(walls) > 1 else [walls[0]] * 3
     return Timing(statistics.median(walls), walls[0], q[2] - q[0], len(walls), torch.get_num_threads(), walls)
+
+
+def most_in_progress(run) -> int:
+    """The most requests in progress at once in a ``Served`` run (first scheduled, not yet finished): how many
+    the KV memory let run side by side."""
+    events = sorted([(o.metrics.first_scheduled_time, 1) for o in run.outputs] +
+                    [(o.metrics.finished_time, -1) for o in run.outputs])   # at a tie, a finish frees its seat first
+    most = now = 0
+    for _, change in events:
+        now += change
+        most = max(most, now)
+    return most
 
 
 # --- memory and timelines --------------------------------------------------------------------------------
@@ -420,7 +432,8 @@ def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 1024, block_size: i
     fig = Figure(figsize=(10, 5.6), dpi=DPI)
     grid = fig.add_gridspec(2, 2, width_ratios=[3, 1])
     engine = runs["engine_obj"]
-    titles = {"engine": f"engine: {engine.num_blocks} blocks x {engine.block_size} tokens, continuous batching",
+    titles = {"engine": f"{arrival_rate:g} requests/s; engine: {engine.num_blocks} blocks x {engine.block_size} tokens, "
+                        "continuous batching",
               "static batching": f"static batching: one contiguous cache of {kv_tokens} slots per batch"}
     first = None
     for i, label in enumerate(("engine", "static batching")):
@@ -444,13 +457,12 @@ def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 1024, block_size: i
     fig.legend([Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE, HELD)],
                ["waiting (queued, or preempted)", "prefill (or recompute)", "decoding", "done, held for the batch"],
                fontsize=8, ncol=4, loc="upper center")
-    fig.suptitle(f"{arrival_rate:g} requests/s", fontsize=9, x=0.99, y=0.93, ha="right")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.runs = runs   # for tests and curious readers
     return fig
 
 
-def serving_widget(arrival_rate: float = 50.0, kv_tokens: int = 1024, block_size: int = 16):
+def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_size: int = 16):
     """Notebook 06's serving widget: sliders for the arrival rate, the KV budget and the block size; each
     setting serves the same seeded workload with the bundled draft model by the engine and by static batching
     at the same KV memory (``engine_view``)."""
@@ -518,7 +530,8 @@ def plot_latency_vs_rate(result: dict, ttft_limit_s: float | None = None) -> Fig
         a.set_yscale("log")
         a.set_xticks(rates, [f"{r:.3g}" for r in rates])
         a.minorticks_off()
-        a.yaxis.set_major_formatter(ScalarFormatter())
+        a.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         a.set_xlabel("request rate (requests/s)")
         a.grid(alpha=0.3)
     ax.set_title("latency per token: flat until a way saturates", fontsize=10, loc="left")
