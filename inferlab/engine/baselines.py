@@ -121,3 +121,37 @@ def static_batching(model, tok, prompts, sampling_params=None, arrival_times=Non
 def _reserved(batch) -> int:
     """KV slots a contiguous batch cache reserves: every row holds the longest prompt plus the longest output."""
     return len(batch) * (max(r.num_prompt_tokens for r in batch) + max(r.params.max_tokens for r in batch))
+
+
+def decode_step_pair(model, contexts: list[int], block_size: int = 16, seed: int = 0) -> dict:
+    """Two functions that each run one decode step of ``len(contexts)`` rows (row b has ``contexts[b]`` tokens
+    cached), for ``timing.compare`` (deep dive 06a): ``"paged cache"`` through the engine's ``PagedBatch`` (blocks
+    scattered over the pool, gathered through block tables as the engine does) and ``"contiguous cache"``
+    through notebook 03's ``KVCache``. Both pad every row to the longest context, so they attend over the same
+    keys: the difference is what paging costs without a kernel that reads blocks in place."""
+    import torch
+
+    from ..profiling import decode_stepper
+    from .paged_cache import PagedBatch
+    if not isinstance(contexts, (list, tuple)) or not contexts or any(
+            not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in contexts):
+        raise ValueError(f"contexts must be a non-empty list of ints >= 1 (tokens cached per row), got {contexts!r}")
+    if max(contexts) + 1 > model.config.max_seq_len:
+        raise ValueError(f"contexts must leave room for one new token within max_seq_len={model.config.max_seq_len}")
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
+        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+    blocks = [-(-(c + 1) // block_size) for c in contexts]   # room for each context and its new token
+    pool = KVPool(model.config, sum(blocks), block_size, model.dtype, model.device)
+    g = torch.Generator().manual_seed(seed)
+    pool.k.copy_(torch.randn(pool.k.shape, generator=g))   # real values: untouched zero pages time differently
+    pool.v.copy_(torch.randn(pool.v.shape, generator=g))
+    order = torch.randperm(pool.num_blocks, generator=g).tolist()   # scattered, as in a busy pool
+    tables = [order[sum(blocks[:b]):sum(blocks[:b + 1])] for b in range(len(blocks))]
+    x = torch.zeros(len(contexts), 1, dtype=torch.long, device=model.device)
+
+    def paged():
+        with torch.inference_mode():
+            cache = PagedBatch(pool, tables, list(contexts), [1] * len(contexts))
+            return model(x, positions=cache.positions, cache=cache, last_only=True)
+
+    return {"paged cache": paged, "contiguous cache": decode_stepper(model, len(contexts), max(contexts) + 1, seed=seed)}

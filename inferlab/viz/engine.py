@@ -1,64 +1,121 @@
-"""Plots and the widget callback of notebook 06 (the inference engine).
+"""Plots, widget callbacks and the rate sweep of notebook 06 (the inference engine) and its deep dives.
 
 Every function returns a matplotlib ``Figure`` built without pyplot:
 
-* ``plot_timeline(runs)``: each request's wait, prefill and decode, for several ways of serving;
-* ``plot_step_trace(trace)``: tokens per engine step, prefill and decode, against the budget;
+* ``plot_kv_memory(runs)``: the waste picture: KV slots reserved and slots holding a token, over time, for
+  several ways of serving at the same KV memory (``engine.serving.Served.memory``);
+* ``plot_timeline(runs)``: each request's wait, prefill, decode and hold, for several ways of serving;
+* ``plot_step_trace(steps)``: tokens per engine step, prefill and decode, against the budget (06a);
 * ``plot_block_table(snapshot)``: the KV pool's physical blocks by owner, shared prefix blocks with their
-  reference counts, and each request's block table;
+  reference counts, and each request's block table (06a);
 * ``fragmentation_sim(...)`` + ``plot_fragmentation(result)``: how much reserved KV memory holds real tokens
   when each request reserves its maximum length, against paging;
 * ``kv_memory_view(block_size, max_tokens)`` + ``kv_memory_widget()``: the fragmentation simulation as a live
   widget (how block size and answer length change the share of reserved KV memory that holds tokens);
 * ``engine_view(arrival_rate, kv_tokens, block_size)`` + ``serving_widget()``: serves a seeded workload with the
-  bundled draft model and shows throughput, latency and preemptions; ``request_segments`` reads each request's
-  waiting, prefill and decode spans from the engine's step trace;
-* ``load_sweep(rates, ...)`` + ``plot_load_sweep(result)``: serving metrics against the arrival rate, the way
-  the vLLM paper plots latency against request rate (deep dive 06b).
+  bundled draft model, by the engine and by static batching at the same KV memory, and shows each request's
+  timeline; ``request_segments`` reads a request's waiting, prefill and decode spans from the recorded steps;
+* ``rate_sweep(ways, rates)`` + ``plot_latency_vs_rate(result)``: normalised latency against the request rate,
+  the vLLM paper's main figure (https://arxiv.org/abs/2309.06180, figure 12).
 """
 from __future__ import annotations
 
 import math
 import random
+import statistics
 from functools import lru_cache
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 DPI = 150   # legible at GitHub's width
 WAIT, PREFILL, DECODE, HELD = "#d9d9d9", "#e1812c", "#3b75af", "#c6dbef"
+RESERVED, HOLDING = "#f4b6b6", "#3b75af"
+WAY_COLORS = {"one at a time": "#8c8c8c", "static batching": "#dd8452", "engine": "#3b75af"}
 OWNER_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
                 "#ccb974", "#64b5cd"]
 SHARED, CACHED, FREE = "#6a3d9a", "#e5d8f0", "#f2f2f2"
 
 
-# --- timelines -------------------------------------------------------------------------------------------
+def wall_timing(runs):
+    """A ``timing.Timing`` of several ``Served`` runs' wall times, for ``timing.busy_note``."""
+    from ..timing import Timing
+    import torch
+    walls = sorted(r.wall_s for r in runs)
+    q = statistics.quantiles(walls, n=4, method="inclusive") if len(walls) > 1 else [walls[0]] * 3
+    return Timing(statistics.median(walls), walls[0], q[2] - q[0], len(walls), torch.get_num_threads(), walls)
+
+
+def most_in_progress(run) -> int:
+    """The most requests in progress at once in a ``Served`` run (first scheduled, not yet finished): how many
+    the KV memory let run side by side."""
+    events = sorted([(o.metrics.first_scheduled_time, 1) for o in run.outputs] +
+                    [(o.metrics.finished_time, -1) for o in run.outputs])   # at a tie, a finish frees its seat first
+    most = now = 0
+    for _, change in events:
+        now += change
+        most = max(most, now)
+    return most
+
+
+# --- memory and timelines --------------------------------------------------------------------------------
+
+def plot_kv_memory(runs: dict) -> Figure:
+    """The waste picture: one panel per way of serving (``{label: Served}``), KV slots over time. Pale red: slots
+    reserved (by a contiguous cache, or in the blocks a paged pool handed out); blue: slots holding a token.
+    The gap between them is reserved memory that holds nothing; the dashed line is the budget."""
+    fig = Figure(figsize=(10, 0.8 + 2.0 * len(runs)), dpi=DPI)
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (label, run) in zip(axes, runs.items()):
+        ends = np.cumsum([0.0] + [d for d, _, _ in run.memory])
+        reserved = [r for _, r, _ in run.memory]
+        holding = [u for _, _, u in run.memory]
+        ax.stairs(reserved, ends, fill=True, color=RESERVED, label="reserved, holding no token")
+        ax.stairs(holding, ends, fill=True, color=HOLDING, label="holding a token")
+        ax.axhline(run.budget_slots, color="k", ls="--", lw=1, label="KV budget")
+        seconds = ends[-1] or 1.0
+        mean_r = sum(d * r for d, r, _ in run.memory) / seconds
+        mean_u = sum(d * u for d, _, u in run.memory) / seconds
+        waste = 1 - mean_u / mean_r if mean_r else 0.0
+        ax.set_title(f"{label}: {waste:.0%} of the reserved slots held no token (time-averaged)", fontsize=10,
+                     loc="left")
+        ax.set_ylabel("KV slots")
+        ax.set_ylim(0, run.budget_slots * 1.12)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1].set_xlabel("time serving (s)")
+    h, lab = axes[0].get_legend_handles_labels()
+    fig.legend(h, lab, fontsize=8, ncol=3, loc="upper center")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    return fig
+
+
+def _outputs(run):
+    return run.outputs if hasattr(run, "outputs") else run
+
 
 def plot_timeline(runs: dict, max_requests: int | None = None) -> Figure:
-    """One panel per run (``{"label": (outputs, stats)}``), one row per request: waiting (grey), from first
-    scheduled to first token (orange: prefill), decoding (blue), and answer done but held until its batch
-    ends (pale blue: static batching)."""
+    """One panel per run (``{label: Served}`` or ``{label: outputs}``), one row per request: waiting (grey),
+    from first scheduled to first token (orange: prefill), decoding (blue), and answer done but held until its
+    batch ends (pale blue: static batching)."""
     fig = Figure(figsize=(10, 1.0 + 2.4 * len(runs)), dpi=DPI)
     axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (label, (outputs, stats)) in zip(axes, runs.items()):
+    for ax, (label, run) in zip(axes, runs.items()):
+        outputs = _outputs(run)
         shown = outputs[:max_requests] if max_requests else outputs
         for row, o in enumerate(shown):
             m = o.metrics
-            if m.first_token is None:   # rejected
-                continue
-            last = m.token_times[-1]
-            for a, b, color in ((m.arrival, m.first_scheduled, WAIT), (m.first_scheduled, m.first_token, PREFILL),
-                                (m.first_token, last, DECODE), (last, m.finished, HELD)):
-                if b > a:
+            for a, b, color in ((m.arrival_time, m.first_scheduled_time, WAIT),
+                                (m.first_scheduled_time, m.first_token_time, PREFILL),
+                                (m.first_token_time, m.last_token_time, DECODE),
+                                (m.last_token_time, m.finished_time, HELD)):
+                if a is not None and b is not None and b > a:
                     ax.barh(row, b - a, left=a, height=0.8, color=color, lw=0)
         ax.set_ylim(len(shown) - 0.4, -0.6)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("request")
-        tput = f"{stats.throughput:.0f} tokens/s" if stats is not None else ""
-        ttft = f"mean TTFT {stats.mean_ttft_s * 1e3:.0f} ms" if stats is not None else ""
-        ax.set_title(f"{label}: {tput}, {ttft}", fontsize=10, loc="left")
+        ax.set_title(label, fontsize=10, loc="left")
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel("time (s)")
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE, HELD)]
@@ -68,38 +125,38 @@ def plot_timeline(runs: dict, max_requests: int | None = None) -> Figure:
     return fig
 
 
-def plot_step_trace(trace, max_steps: int | None = None) -> Figure:
-    """Tokens computed in each engine step, prefill and decode stacked, against the token budget; the dots
-    count the requests in the step. Every step is drawn unless ``max_steps`` is given; the title says how
-    many steps the run had and how many are shown."""
+def plot_step_trace(steps, max_steps: int | None = None) -> Figure:
+    """Tokens computed in each engine step (``serving.step_summary`` dicts, from ``serve(..., record=True)``),
+    prefill and decode stacked, against the token budget; the dots count the requests in the step. Every step
+    is drawn unless ``max_steps`` is given; the title says how many steps the run had and how many are shown."""
     if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
         raise ValueError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
-    total = len(trace)
-    trace = trace[:max_steps] if max_steps else list(trace)
-    steps = np.array([r.step for r in trace])
-    pre = np.array([sum(n for _, k, n in r.entries if k == "prefill") for r in trace])
-    dec = np.array([sum(n for _, k, n in r.entries if k == "decode") for r in trace])
+    total = len(steps)
+    steps = list(steps[:max_steps] if max_steps else steps)
+    x = np.arange(len(steps))
+    pre = np.array([sum(n for _, k, n in s["rows"] if k == "prefill") for s in steps])
+    dec = np.array([sum(n for _, k, n in s["rows"] if k == "decode") for s in steps])
     fig = Figure(figsize=(10, 3.4), dpi=DPI)
     ax = fig.add_subplot()
-    width = 0.8 if len(trace) < 150 else 1.0
-    ax.bar(steps, pre, width=width, color=PREFILL, label="prefill tokens")
-    ax.bar(steps, dec, width=width, bottom=pre, color=DECODE, label="decode tokens")
-    if trace:
-        ax.axhline(trace[0].budget, color="k", ls="--", lw=1, label=f"budget (max_num_batched_tokens={trace[0].budget})")
-        ax.set_ylim(0, trace[0].budget * 1.15)
-    for r in trace:
-        if r.preempted:
-            ax.annotate("preempt", (r.step, r.tokens), xytext=(0, 4), textcoords="offset points", ha="center",
+    width = 0.8 if len(steps) < 150 else 1.0
+    ax.bar(x, pre, width=width, color=PREFILL, label="prefill tokens")
+    ax.bar(x, dec, width=width, bottom=pre, color=DECODE, label="decode tokens")
+    if steps:
+        budget = steps[0]["budget"]
+        ax.axhline(budget, color="k", ls="--", lw=1, label=f"budget (max_num_batched_tokens={budget})")
+        ax.set_ylim(0, budget * 1.15)
+    for i, s in enumerate(steps):
+        if s["preempted"]:
+            ax.annotate("preempt", (i, pre[i] + dec[i]), xytext=(0, 4), textcoords="offset points", ha="center",
                         fontsize=7, color="#c44e52")
     ax2 = ax.twinx()
-    ax2.plot(steps, [len(r.entries) for r in trace], "k.", ms=4, label="requests in the step")
+    ax2.plot(x, [len(s["rows"]) for s in steps], "k.", ms=4, label="requests in the step")
     ax2.set_ylabel("requests in the step")
     ax2.set_ylim(bottom=0)
     ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("engine step")
     ax.set_ylabel("tokens computed")
-    shown = (f"all {total} steps of the run" if len(trace) == total
-             else f"the first {len(trace)} of the run's {total} steps")
+    shown = f"all {total} steps of the run" if len(steps) == total else f"the first {len(steps)} of the run's {total} steps"
     ax.set_title(f"Tokens per engine step: {shown}", fontsize=10, loc="left")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
@@ -255,7 +312,7 @@ def kv_memory_widget(block_size: int = 16, max_tokens: int = 512):
                 "or blocks as it grows")
 
 
-# --- the widget ------------------------------------------------------------------------------------------
+# --- the serving widget ----------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
 def _draft():
@@ -263,31 +320,45 @@ def _draft():
     return load_pretrained("draft")
 
 
+def widget_workload(tok, num_requests: int = 24, seed: int = 0):
+    """The serving widget's workload: chat-like requests (``serving.chat_workload``) kept short so a setting is
+    served in well under a second by the draft model: prompts of 16-128 tokens, answers of 4-96 (median 24)."""
+    from ..engine.serving import chat_workload
+    return chat_workload(tok, num_requests, prompt_len=(16, 128), median_output=24, output_len=(4, 96), seed=seed)
+
+
 def serve_workload(arrival_rate: float, kv_tokens: int, block_size: int, num_requests: int = 24, seed: int = 0,
-                   model=None, tok=None, max_num_seqs: int = 16, max_num_batched_tokens: int = 256):
-    """Serve a seeded workload (prompts of 16-128 tokens, answers of 8-48) arriving at ``arrival_rate``
-    requests per second (Poisson), with a KV pool of ``kv_tokens // block_size`` blocks. Returns the engine's
-    outputs, its ``RunStats`` and the engine."""
+                   model=None, tok=None, max_num_seqs: int = 16, max_num_batched_tokens: int = 256) -> dict:
+    """Serve ``widget_workload`` arriving at ``arrival_rate`` requests per second (Poisson) twice, with the same KV
+    memory of ``kv_tokens`` token slots: by the engine (``kv_tokens // block_size`` blocks, steps recorded) and by
+    static batching. A request that needs more than the memory holds is refused at the door by both, as the
+    engine refuses it. Returns ``{"engine": Served, "static batching": Served, "refused": int, "engine_obj": ...}``
+    (``None`` for a way when every request was refused)."""
     from ..engine import Engine
-    from ..engine.baselines import mixed_workload
+    from ..engine.baselines import static_batching
+    from ..engine.paged_cache import KVPool
+    from ..engine.serving import poisson_arrivals, serve
     _check_positive(arrival_rate=arrival_rate, kv_tokens=kv_tokens, block_size=block_size)
     if model is None:
         model, tok = _draft()
-    prompts, params = mixed_workload(tok, num_requests, prompt_len=(16, 128), output_len=(8, 48), seed=seed)
-    rng = random.Random(seed)
-    t, arrivals = 0.0, []
-    for _ in prompts:
-        arrivals.append(t)
-        t += rng.expovariate(arrival_rate)
-    engine = Engine(model, tok, block_size=int(block_size), num_blocks=max(1, int(kv_tokens) // int(block_size)),
-                    max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
-    outputs = engine.generate(prompts, params, arrival_times=arrivals)
-    return outputs, engine.last_stats, engine
+    prompts, params = widget_workload(tok, num_requests, seed)
+    arrivals = poisson_arrivals(num_requests, arrival_rate, seed)
+    num_blocks = max(1, int(kv_tokens) // int(block_size))
+    fits = [-(-(len(p) + sp.max_tokens - 1) // block_size) <= num_blocks and len(p) + sp.max_tokens <= kv_tokens
+            for p, sp in zip(prompts, params)]
+    kept = [i for i, ok in enumerate(fits) if ok]
+    p, sp, t = [prompts[i] for i in kept], [params[i] for i in kept], [arrivals[i] for i in kept]
+    engine = Engine(model, tok, block_size=int(block_size), num_blocks=num_blocks, max_num_seqs=max_num_seqs,
+                    max_num_batched_tokens=max_num_batched_tokens)
+    budget = int(kv_tokens) * KVPool.bytes_per_block(model.config, 1, model.dtype)
+    return {"engine": serve(engine, p, sp, t, record=True) if kept else None,
+            "static batching": static_batching(model, tok, p, sp, t, kv_cache_memory_bytes=budget) if kept else None,
+            "refused": len(prompts) - len(kept), "engine_obj": engine}
 
 
 def _check_positive(**values):
     for name, value in values.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or math.isinf(value):
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
@@ -296,27 +367,26 @@ def _serve_draft(arrival_rate: float, kv_tokens: int, block_size: int):
     return serve_workload(arrival_rate, kv_tokens, block_size)
 
 
-def request_segments(metrics, request_id, trace) -> list[tuple[float, float, str]]:
-    """One request's life as ``(start, end, phase)`` spans on the engine clock, read from the step trace:
-    ``"prefill"`` in steps that computed several of its tokens (its prompt, or its tokens again after a
-    preemption), ``"decode"`` in steps that computed one new token, and ``"waiting"`` from its arrival to its
-    first step and whenever it sat out a step (queued again after a preemption, or left out of a step whose
-    token budget ran out). Back-to-back steps join without a gap."""
-    spans, last_step = [], None
-    for rec in trace:
-        phase = next((kind for rid, kind, _ in rec.entries if rid == request_id), None)
+def request_segments(metrics, request_id, steps) -> list[tuple[float, float, str]]:
+    """One request's life as ``(start, end, phase)`` spans on the engine clock, read from the recorded steps
+    (``serving.step_summary`` dicts): ``"prefill"`` in steps that computed several of its tokens (its prompt, or
+    its tokens again after a preemption), ``"decode"`` in steps that computed one new token, and ``"waiting"``
+    from its arrival to its first step and whenever it sat out a step (queued again after a preemption, or
+    left out of a step whose token budget ran out). Back-to-back steps join without a gap."""
+    spans, last = [], None
+    for i, s in enumerate(steps):
+        phase = next((kind for rid, kind, _ in s["rows"] if rid == request_id), None)
         if phase is None:
             continue
-        start, end = rec.start, rec.start + rec.duration
-        if spans and last_step == rec.step - 1:
+        start, end = s["start"], s["start"] + s["duration"]
+        if spans and last == i - 1:
             start = spans[-1][1]            # the bookkeeping between two steps belongs to the request's run
             if spans[-1][2] == phase:
-                spans[-1] = (spans[-1][0], end, phase)
-                last_step = rec.step
+                spans[-1], last = (spans[-1][0], end, phase), i
                 continue
         spans.append((start, end, phase))
-        last_step = rec.step
-    out, t = [], metrics.arrival
+        last = i
+    out, t = [], metrics.arrival_time
     for start, end, phase in spans:
         if start > t:
             out.append((t, start, "waiting"))
@@ -325,120 +395,147 @@ def request_segments(metrics, request_id, trace) -> list[tuple[float, float, str
     return out
 
 
-PHASE_COLORS = {"waiting": WAIT, "prefill": PREFILL, "decode": DECODE}
+PHASE_COLORS = {"waiting": WAIT, "prefill": PREFILL, "decode": DECODE, "held": HELD}
 
 
-def draw_requests(ax, outputs, trace) -> None:
-    """One row per request on ``ax``: its waiting, prefill and decode spans (``request_segments``); rejected and
-    preempted requests are labelled."""
+def draw_requests(ax, outputs, steps=None) -> None:
+    """One row per request on ``ax``. With the engine's recorded ``steps``: its waiting, prefill and decode spans
+    (``request_segments``), preemptions labelled. Without (a baseline): waiting, prefill, decoding, and held
+    until its batch ends, from the request's timestamps."""
     for row, o in enumerate(outputs):
         m = o.metrics
-        if m.first_token is None:
-            ax.text(m.arrival, row, " rejected", va="center", fontsize=7, color="#c44e52")
-            continue
-        for a, b, phase in request_segments(m, o.request_id, trace):
+        if steps is not None:
+            segments = request_segments(m, o.request_id, steps)
+        else:
+            points = [m.arrival_time, m.first_scheduled_time, m.first_token_time, m.last_token_time, m.finished_time]
+            segments = [(a, b, phase) for a, b, phase in zip(points, points[1:], ("waiting", "prefill", "decode", "held"))
+                        if b > a]
+        for a, b, phase in segments:
             ax.barh(row, max(b - a, 1e-4), left=a, height=0.8, color=PHASE_COLORS[phase], lw=0)
         if m.num_preemptions:
-            ax.text(m.finished, row, f" preempted ×{m.num_preemptions}", va="center", fontsize=7, color="#c44e52")
+            ax.text(m.finished_time, row, f" preempted ×{m.num_preemptions}", va="center", fontsize=7, color="#c44e52")
     ax.set_ylim(len(outputs) - 0.4, -0.6)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("time (s)")
     ax.set_ylabel("request")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend([Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE)],
-              ["waiting (queued, or preempted)", "prefill (or recompute)", "decoding"], fontsize=8, loc="upper right")
 
 
-def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 2048, block_size: int = 16, model=None, tok=None) -> Figure:
-    """Widget callback: serve the workload and show each request's timeline (from the engine's step trace, so
-    time spent queued again after a preemption is drawn as waiting) and the run's numbers."""
+def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 1024, block_size: int = 16, model=None, tok=None) -> Figure:
+    """Widget callback: serve the workload by the engine and by static batching at the same KV memory, and show
+    each request's timeline and each way's numbers. ``fig.runs`` holds the ``serve_workload`` result."""
+    from ..engine.serving import serving_stats
     _check_positive(arrival_rate=arrival_rate, kv_tokens=kv_tokens, block_size=block_size)
     if model is None:   # the bundled draft model: the same setting is served once (the notebook draws it twice)
-        outputs, stats, engine = _serve_draft(float(arrival_rate), kv_tokens, block_size)
+        runs = _serve_draft(float(arrival_rate), int(kv_tokens), int(block_size))
     else:
-        outputs, stats, engine = serve_workload(arrival_rate, kv_tokens, block_size, model=model, tok=tok)
-    fig = Figure(figsize=(10, 4.0), dpi=DPI)
-    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
-    draw_requests(ax, outputs, engine.trace)
-    ax.set_title(f"{engine.num_blocks} blocks x {engine.block_size} tokens; {arrival_rate:g} requests/s",
-                 fontsize=10, loc="left")
-    lines = [f"throughput\n{stats.throughput:.0f} tokens/s", f"mean TTFT\n{stats.mean_ttft_s * 1e3:.0f} ms",
-             f"mean end-to-end\n{stats.mean_e2e_s * 1e3:.0f} ms", f"preemptions\n{stats.num_preemptions}",
-             f"rejected\n{stats.num_rejected}", f"KV blocks in use\n{stats.block_utilisation:.0%}"]
-    ax2.axis("off")
-    for i, line in enumerate(lines):
-        ax2.text(0.05, 1 - i / len(lines), line, va="top", fontsize=10)
-    fig.tight_layout()
-    fig.stats = stats   # for tests and curious readers
-    fig.engine = engine
+        runs = serve_workload(arrival_rate, kv_tokens, block_size, model=model, tok=tok)
+    fig = Figure(figsize=(10, 5.6), dpi=DPI)
+    grid = fig.add_gridspec(2, 2, width_ratios=[3, 1])
+    engine = runs["engine_obj"]
+    titles = {"engine": f"{arrival_rate:g} requests/s; engine: {engine.num_blocks} blocks x {engine.block_size} tokens, "
+                        "continuous batching",
+              "static batching": f"static batching: one contiguous cache of {kv_tokens} slots per batch"}
+    first = None
+    for i, label in enumerate(("engine", "static batching")):
+        ax = fig.add_subplot(grid[i, 0], sharex=first)
+        first = first or ax
+        side = fig.add_subplot(grid[i, 1])
+        side.axis("off")
+        run = runs[label]
+        ax.set_title(titles[label], fontsize=9, loc="left")
+        if run is None:
+            ax.text(0.5, 0.5, "every request needs more KV memory than this", ha="center", transform=ax.transAxes)
+            continue
+        draw_requests(ax, run.outputs, run.steps if label == "engine" else None)
+        s = serving_stats(run)
+        lines = [f"throughput {s.throughput:.0f} tokens/s", f"p50 TTFT {s.ttft_p50_s * 1e3:.0f} ms",
+                 f"latency {s.normalized_latency_s * 1e3:.1f} ms per token", f"reserved slots empty {s.kv_waste:.0%}",
+                 f"preemptions {s.num_preemptions}", f"refused (too long) {runs['refused']}"]
+        side.text(0.0, 1.0, "\n".join(lines), va="top", fontsize=8.5, transform=side.transAxes)
+    first.set_xlabel("")
+    fig.axes[-2].set_xlabel("time (s)")
+    fig.legend([Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE, HELD)],
+               ["waiting (queued, or preempted)", "prefill (or recompute)", "decoding", "done, held for the batch"],
+               fontsize=8, ncol=4, loc="upper center")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    fig.runs = runs   # for tests and curious readers
     return fig
 
 
 def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_size: int = 16):
     """Notebook 06's serving widget: sliders for the arrival rate, the KV budget and the block size; each
-    setting serves the same seeded workload with the bundled draft model (``engine_view``)."""
+    setting serves the same seeded workload with the bundled draft model by the engine and by static batching
+    at the same KV memory (``engine_view``)."""
     import ipywidgets as widgets
     from .live import live
     controls = {"arrival_rate": widgets.FloatLogSlider(value=arrival_rate, base=10, min=0, max=4, step=0.25,
                                                        description="requests/s", continuous_update=False),
-                "kv_tokens": widgets.IntSlider(value=kv_tokens, min=128, max=4096, step=128, description="KV tokens",
+                "kv_tokens": widgets.IntSlider(value=kv_tokens, min=256, max=4096, step=128, description="KV tokens",
                                                continuous_update=False),
                 "block_size": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=block_size, description="block size")}
     widget = widgets.interactive(lambda arrival_rate, kv_tokens, block_size:
                                  engine_view(arrival_rate, kv_tokens, block_size), **controls)
     return live(widget, engine_view(arrival_rate, kv_tokens, block_size),
-                "sliders for the arrival rate, the KV budget and the block size; the engine serves 24 requests with "
-                "the bundled draft model and the rows show each request waiting, prefilling and decoding, beside "
-                "the run's throughput, time to first token and preemptions")
+                "sliders for the arrival rate, the KV budget and the block size; 24 requests are served with the "
+                "bundled draft model by the engine and by static batching with the same KV memory, one row per "
+                "request (waiting, prefill, decoding, held for its batch), beside each way's throughput, time to "
+                "first token, latency per token and preemptions")
 
 
-# --- load: metrics against the arrival rate (deep dive 06b) ----------------------------------------------
+# --- latency against the request rate --------------------------------------------------------------------
 
-def load_sweep(rates, model=None, tok=None, num_requests: int = 32, seed: int = 0, max_num_seqs: int = 16,
-               kv_tokens: int = 4096, block_size: int = 16, rounds: int = 3) -> dict:
-    """Serve the same seeded workload (``serve_workload``) at each arrival rate (requests per second), ``rounds``
-    times in alternation (``serve_alternating``); returns ``{"rates": [...], "stats": [RunStats of the median
-    run, ...], "timings": [Timing of the rounds, ...]}`` in rate order."""
-    from ..engine.baselines import serve_alternating
+def rate_sweep(ways: dict, rates, num_requests: int, seed: int = 1) -> dict:
+    """Serve the same requests arriving as a Poisson process (``serving.poisson_arrivals``) at each rate
+    (requests per second), every way in turn at each rate. ``ways``: label -> function(arrival_times) returning a
+    ``Served``. Returns ``{"rates": [...], "stats": {label: [ServingStats per rate]}}``."""
+    from ..engine.serving import poisson_arrivals, serving_stats
     if not isinstance(rates, (list, tuple)) or not rates:
         raise ValueError(f"rates must be a non-empty list of positive numbers, got {rates!r}")
     _check_positive(**{f"rates[{i}]": r for i, r in enumerate(rates)})
+    if not isinstance(ways, dict) or not ways or not all(callable(f) for f in ways.values()):
+        raise TypeError("ways must be a non-empty dict of label -> function(arrival_times) returning a Served")
     rates = sorted(float(r) for r in rates)
-
-    def serve(rate):
-        outputs, stats, _ = serve_workload(rate, kv_tokens, block_size, num_requests=num_requests, seed=seed,
-                                           model=model, tok=tok, max_num_seqs=max_num_seqs)
-        return outputs, stats
-
-    served = serve_alternating({rate: (lambda rate=rate: serve(rate)) for rate in rates}, rounds=rounds)
-    typical = served.typical
-    return {"rates": rates, "stats": [typical[r][1] for r in rates], "timings": [served.timings[r] for r in rates]}
+    stats = {label: [] for label in ways}
+    for rate in rates:
+        arrivals = poisson_arrivals(num_requests, rate, seed)
+        for label, fn in ways.items():
+            stats[label].append(serving_stats(fn(arrivals)))
+    return {"rates": rates, "stats": stats}
 
 
-def plot_load_sweep(result: dict) -> Figure:
-    """Left: throughput against the arrival rate (and the rate itself in tokens/s, the most that can be served);
-    right: mean time to first token, inter-token latency and end-to-end latency against the arrival rate."""
-    from matplotlib.ticker import ScalarFormatter
+def sustained_rate(result: dict, label: str, ttft_limit_s: float) -> float:
+    """The highest rate of the sweep at which ``label``'s p99 time to first token stayed within the limit
+    (0.0 if none did)."""
+    return max((r for r, s in zip(result["rates"], result["stats"][label]) if s.ttft_p99_s <= ttft_limit_s),
+               default=0.0)
+
+
+def plot_latency_vs_rate(result: dict, ttft_limit_s: float | None = None) -> Figure:
+    """Left: normalised latency (end-to-end seconds per output token, mean over requests) against the request
+    rate, one line per way, as the vLLM paper's figure 12; right: the 99th-percentile time to first token,
+    with the limit used to call a rate sustained."""
     rates, stats = result["rates"], result["stats"]
     fig = Figure(figsize=(10, 3.6), dpi=DPI)
     ax, ax2 = fig.subplots(1, 2)
-    ax.plot(rates, [s.throughput for s in stats], "o-", color=DECODE, label="throughput (tokens/s)")
-    ax.set_xlabel("arrival rate (requests/s)")
-    ax.set_ylabel("generated tokens/s")
-    for name, values, style in (("mean time to first token", [s.mean_ttft_s for s in stats], "o-"),
-                                ("mean inter-token latency", [s.mean_itl_s for s in stats], "s-"),
-                                ("mean end-to-end latency", [s.mean_e2e_s for s in stats], "^-")):
-        ax2.plot(rates, [v * 1e3 for v in values], style, label=name)
-    ax2.set_xlabel("arrival rate (requests/s)")
-    ax2.set_ylabel("ms")
-    ax2.set_yscale("log")
+    for label, per_rate in stats.items():
+        color = WAY_COLORS.get(label)
+        ax.plot(rates, [s.normalized_latency_s * 1e3 for s in per_rate], "o-", color=color, label=label)
+        ax2.plot(rates, [s.ttft_p99_s for s in per_rate], "o-", color=color, label=label)
+    if ttft_limit_s is not None:
+        ax2.axhline(ttft_limit_s, color="k", ls="--", lw=1, label="limit for 'sustained'")
+    ax.set_ylabel("normalised latency (ms per output token)")
+    ax2.set_ylabel("p99 time to first token (s)")
     for a in (ax, ax2):
         a.set_xscale("log")
-        a.xaxis.set_major_formatter(ScalarFormatter())
+        a.set_yscale("log")
+        a.set_xticks(rates, [f"{r:.3g}" for r in rates])
+        a.minorticks_off()
+        a.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        a.set_xlabel("request rate (requests/s)")
         a.grid(alpha=0.3)
-    ax2.yaxis.set_major_formatter(ScalarFormatter())
-    ax.set_title("throughput rises with the load, then levels off", fontsize=10, loc="left")
-    ax2.set_title("latency: what each user feels", fontsize=10, loc="left")
-    ax2.legend(fontsize=8, loc="upper left")
+    ax.set_title("latency per token: flat until a way saturates", fontsize=10, loc="left")
+    ax2.set_title("the wait for the first token", fontsize=10, loc="left")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
