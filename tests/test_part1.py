@@ -314,4 +314,4 @@ def test_exercise_1_5_prediction_is_judged_against_the_measurement():
 
 def test_compare_guess_waits_then_compares():
     assert "no guess" in part1.compare_guess(None, 2.0, "gain")
-    assert part1.compare_guess(4, 6.123, "gain") == "gain: you guessed 4, measured 6.1."
+    assert part1.compare_guess(4, 6.123, "gain") == "gain: you guessed 4, measured 6.12 (within 2x: a good guess)."

@@ -456,7 +456,7 @@ def test_exercise_26_prediction_against_the_learner_measurement():
 
 def test_compare_guess():
     assert part2.compare_guess(None, 21, "tokens").startswith("… no guess written yet (tokens)")
-    assert part2.compare_guess(12, 21, "tokens") == "tokens: you guessed 12, measured 21."
+    assert part2.compare_guess(12, 21, "tokens") == "tokens: you guessed 12, measured 21 (within 2x: a good guess)."
 
 
 @needs_bundled

@@ -539,7 +539,7 @@ def test_exercise_3_5_needs_the_measurement_and_a_number():
 
 def test_compare_guess_is_neutral_until_a_guess_is_written():
     assert part3.compare_guess(None, 3.0, "ratio").startswith("… no guess written yet (ratio)")
-    assert part3.compare_guess(5, 3.04, "ratio") == "ratio: you guessed 5, measured 3.0."
+    assert part3.compare_guess(5, 3.04, "ratio", "{:.1f}") == "ratio: you guessed 5.0, measured 3.0 (within 2x: a good guess)."
 
 
 # --- the live widgets: one output with the widget, its default picture and a sentence -------------------

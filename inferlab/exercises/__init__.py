@@ -54,6 +54,25 @@ def is_close(a: float, b: float, rel: float = 0.01) -> bool:
     return abs(a - b) <= rel * abs(b)
 
 
+def compare_guess(guess, measured, what: str, fmt: str | None = None) -> str:
+    """The line every predict-then-measure cell prints: a neutral reminder while ``guess`` is None, else the
+    guess beside the measurement and, for numbers, how far apart they are. ``fmt``: e.g. ``"{:.1f}"``."""
+    if guess is None or guess is ...:
+        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
+
+    def show(v):
+        return fmt.format(v) if fmt else f"{v:,}" if isinstance(v, int) else f"{v:.3g}" if isinstance(v, float) else str(v)
+    try:
+        g, m = float(guess), float(measured)
+    except (TypeError, ValueError):
+        return f"{what}: you guessed {guess!r}, measured {show(measured)} (write a number to compare them)."
+    if g > 0 and m > 0:
+        factor = max(g / m, m / g)
+        near = "within 2x: a good guess" if factor <= 2 else f"{factor:.0f}x {'too high' if g > m else 'too low'}"
+        return f"{what}: you guessed {show(guess)}, measured {show(measured)} ({near})."
+    return f"{what}: you guessed {show(guess)}, measured {show(measured)}."
+
+
 def exercise(key: str, question: str, solution: str, measured: str | None = None):
     """Decorator: register ``verify(answer) -> (ok, message)`` as exercise ``key``.
 

@@ -6,7 +6,7 @@ Each verify function recomputes the right answer from the package itself (the mo
 from __future__ import annotations
 
 
-from . import as_number as _number, is_close as _close, exercise
+from . import compare_guess, as_number as _number, is_close as _close, exercise
 
 
 # The small model notebook 01 trains live in section 2 (its cell builds ``small_cfg`` with these values;
@@ -216,10 +216,3 @@ def _verify_step_ratio(answer, measured):
                        "what does the backward pass cost against the forward pass?")
     return True, "Forward + backward (about twice the forward) + an update: a few times one inference pass."
 
-
-def compare_guess(guess, measured: float, what: str, fmt: str = "{:.1f}") -> str:
-    """The line a predict-then-measure cell of notebook 01 prints: a neutral reminder while ``guess`` is
-    None, else the guess beside the measurement."""
-    if guess is None or guess is ...:
-        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
-    return f"{what}: you guessed {guess}, measured {fmt.format(measured)}."

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import torch
 
-from . import exercise
+from . import compare_guess, exercise
 
 # Inputs the notebook shows for the exercises.
 EX21_TEXT = "Grüße 🙂"
@@ -297,12 +297,6 @@ def _check_26(answer, measured):
                    "stages compare with one layer in the table." + noisy)
 
 
-def compare_guess(guess, measured, what: str) -> str:
-    """The line a predict-then-measure cell prints (notebook 02): a neutral reminder while ``guess`` is
-    None, else the guess beside the measurement."""
-    if guess is None or guess is ...:
-        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
-    return f"{what}: you guessed {guess}, measured {measured}."
 
 
 __all__ = ["EX21_TEXT", "EX22_LOGITS", "EX22_K", "EX23_LOGITS", "EX23_TEMPERATURE", "EX24_LOGITS", "EX24_P",

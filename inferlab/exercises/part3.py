@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import as_number as _number, is_close as _close, exercise
+from . import compare_guess, as_number as _number, is_close as _close, exercise
 
 EX31 = {"model": "qwen2.5-0.5b", "seq_len": 32768, "dtype": torch.bfloat16}
 EX32 = {"model": "llama-2-7b", "seq_len": 6000, "memory_gb": 80, "dtype": torch.float16}  # 6,000: not a calculator setting
@@ -358,12 +358,4 @@ def _verify_prefill_steps(answer, measured):
         return False, (f"{said} More than a factor of {EX35_FACTOR} below: the prefill does 200 times the "
                        f"arithmetic of a step, and on this machine that was not free.")
     return False, f"{said} More than a factor of {EX35_FACTOR} off: compare the work of one pass over 200 tokens with 200 passes."
-
-
-def compare_guess(guess, measured: float, what: str, fmt: str = "{:.1f}") -> str:
-    """The line a predict-then-measure cell of notebook 03 prints: a neutral reminder while ``guess`` is
-    None, else the guess beside the measurement."""
-    if guess is None or guess is ...:
-        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
-    return f"{what}: you guessed {guess}, measured {fmt.format(measured)}."
 

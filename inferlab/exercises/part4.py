@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import as_number as _number, is_close as _close, exercise
+from . import compare_guess, as_number as _number, is_close as _close, exercise
 
 EX41 = {"model": "llama-2-7b", "batch_size": 8, "n_context": 1024, "dtype": torch.float16}
 EX42 = {"model": "llama-3-8b", "hardware": "h100", "n_context": 1, "dtype": torch.bfloat16}
@@ -235,20 +235,6 @@ def _verify_regime_change(answer, measured):
                    "ride along with weights read anyway. Decode intensity is about B / 2 FLOPs per byte in float32.")
 
 
-def compare_guess(guess, measured: float, what: str, fmt: str = "{:.1f}") -> str:
-    """The line a predict-then-measure cell of notebook 04 prints: a neutral reminder while ``guess`` is
-    None, else the guess beside the measurement and how far apart they are."""
-    if guess is None or guess is ...:
-        return f"… no guess written yet ({what}): write one in the cell above, then run both cells again."
-    try:
-        g = float(guess)
-    except (TypeError, ValueError):
-        return f"{what}: you guessed {guess!r}, measured {fmt.format(measured)} (write a number to compare them)."
-    if g > 0 and measured > 0:
-        factor = max(g / measured, measured / g)
-        near = "within 2x: a good guess" if factor <= 2 else f"{factor:.0f}x {'too high' if g > measured else 'too low'}"
-        return f"{what}: you guessed {fmt.format(g)}, measured {fmt.format(measured)} ({near})."
-    return f"{what}: you guessed {fmt.format(g)}, measured {fmt.format(measured)}."
 
 
 __all__ = ["EX41", "EX42", "EX43", "EX44", "compare_guess"]
