@@ -300,12 +300,12 @@ def kv_memory_widget(block_size: int = 16, max_tokens: int = 512):
     """Notebook 06's KV-memory widget: sliders for the block size and the longest answer a request asks for;
     the figure shows how much reserved KV memory holds tokens under each way of reserving."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     controls = {"block_size": widgets.SelectionSlider(options=BLOCK_SIZES, value=block_size, description="block size",
                                                       continuous_update=False),
                 "max_tokens": widgets.SelectionSlider(options=MAX_TOKENS, value=max_tokens, description="max_tokens",
                                                       continuous_update=False)}
-    widget = widgets.interactive(lambda block_size, max_tokens: kv_memory_view(block_size, max_tokens), **controls)
+    widget = interactive(lambda block_size, max_tokens: kv_memory_view(block_size, max_tokens), **controls)
     return live(widget, kv_memory_view(block_size, max_tokens),
                 "sliders for the block size and the longest answer a request may ask for; the bars show what share "
                 "of reserved KV memory holds tokens when each request reserves the whole context, its own maximum, "
@@ -467,13 +467,13 @@ def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_siz
     setting serves the same seeded workload with the bundled draft model by the engine and by static batching
     at the same KV memory (``engine_view``)."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     controls = {"arrival_rate": widgets.FloatLogSlider(value=arrival_rate, base=10, min=0, max=4, step=0.25,
                                                        description="requests/s", continuous_update=False),
                 "kv_tokens": widgets.IntSlider(value=kv_tokens, min=256, max=4096, step=128, description="KV tokens",
                                                continuous_update=False),
                 "block_size": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=block_size, description="block size")}
-    widget = widgets.interactive(lambda arrival_rate, kv_tokens, block_size:
+    widget = interactive(lambda arrival_rate, kv_tokens, block_size:
                                  engine_view(arrival_rate, kv_tokens, block_size), **controls)
     return live(widget, engine_view(arrival_rate, kv_tokens, block_size),
                 "sliders for the arrival rate, the KV budget and the block size; 24 requests are served with the "

@@ -416,9 +416,9 @@ TOKEN_DEMO_TEXT = "Köln — the return value is None 🐍"   # the text box's d
 def token_widget(tok, text: str = TOKEN_DEMO_TEXT):
     """Notebook 02's text box: type any text, see its tokens (``token_view``)."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     box = widgets.Text(value=text, description="text", continuous_update=False, layout=widgets.Layout(width="90%"))
-    widget = widgets.interactive(lambda text: token_view(tok, text), text=box)
+    widget = interactive(lambda text: token_view(tok, text), text=box)
     return live(widget, token_view(tok, text),
                 "a text box; type any text and press Enter to see its tokens, their ids and which are single bytes")
 
@@ -427,12 +427,12 @@ def sampling_widget(logits: torch.Tensor, tok, temperature: float = 1.0, top_k: 
     """Notebook 02's sampling sliders: temperature, top-k (0 = off) and top-p (1.0 = off) on ``logits``
     (``sampling_view``)."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     sliders = {"temperature": widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
                                                   continuous_update=False),
                "top_k": widgets.IntSlider(value=top_k, min=0, max=50, continuous_update=False),
                "top_p": widgets.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, continuous_update=False)}
-    widget = widgets.interactive(lambda temperature, top_k, top_p: sampling_view(logits, tok, temperature, top_k, top_p),
+    widget = interactive(lambda temperature, top_k, top_p: sampling_view(logits, tok, temperature, top_k, top_p),
                                  **sliders)
     return live(widget, sampling_view(logits, tok, temperature, top_k, top_p),
                 "sliders for temperature, top-k and top-p; the bars show which next tokens can be drawn and how likely")
@@ -442,11 +442,11 @@ def step_widget(result, tok=None, step: int = 0):
     """Notebook 02's step slider: walk through a traced generation one forward pass at a time
     (``trace_step_view``); ``result``: ``il.generate(..., trace=True)``."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     if not result.trace:
         raise ValueError("result has no trace: call il.generate(..., trace=True)")
     slider = widgets.IntSlider(value=step, min=0, max=len(result.trace) - 1, continuous_update=False)
-    widget = widgets.interactive(lambda step: trace_step_view(result, step, tok), step=slider)
+    widget = interactive(lambda step: trace_step_view(result, step, tok), step=slider)
     return live(widget, trace_step_view(result, step, tok),
                 "a slider over the steps of the loop; each step shows the text so far and the candidates for the next token")
 

@@ -305,13 +305,13 @@ def cache_widget(trace, tok, step: int = 4, layer: int = 0, head: int = -1):
     """Notebook 03's generation slider over ``trace`` (``phases.trace_cache``): step, layer and query head
     (``cache_step_view``), with a picture of the default state."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     cfg = trace.config
     heads = [("mean of heads", -1)] + [(f"head {h}", h) for h in range(cfg.n_head)]
     controls = {"step": widgets.IntSlider(value=step, min=0, max=len(trace.steps) - 1, continuous_update=False),
                 "layer": widgets.IntSlider(value=layer, min=0, max=cfg.n_layer - 1, continuous_update=False),
                 "head": widgets.Dropdown(options=heads, value=head)}
-    widget = widgets.interactive(lambda step, layer, head: cache_step_view(trace, tok, step, layer, head), **controls)
+    widget = interactive(lambda step, layer, head: cache_step_view(trace, tok, step, layer, head), **controls)
     return live(widget, cache_step_view(trace, tok, step, layer, head),
                 "sliders for the generation step, the layer and the query head; red rows are written in that step, "
                 "blue ones read back from the cache")
@@ -327,7 +327,7 @@ def memory_widget(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_si
     format and accelerator memory, with a picture of the default state."""
     import ipywidgets as widgets
     from ..config import MODEL_CONFIGS
-    from .live import live
+    from .live import interactive, live
     lengths = [2 ** k for k in range(9, 18)]
     if seq_len not in lengths:
         raise ValueError(f"seq_len must be one of {lengths}, got {seq_len}")
@@ -339,7 +339,7 @@ def memory_widget(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_si
                                         continuous_update=False),
         "dtype_name": widgets.Dropdown(options=list(DTYPES), value=dtype_name, description="format"),
         "memory_gb": widgets.Dropdown(options=memories, value=memory_gb, description="GB")}
-    widget = widgets.interactive(memory_view, **controls)
+    widget = interactive(memory_view, **controls)
     return live(widget, memory_view(config_name, seq_len, batch_size, dtype_name, memory_gb),
                 "a calculator: pick a model, tokens per sequence, number of sequences, number format and "
                 "accelerator memory; the bars show weights and KV cache against that memory")

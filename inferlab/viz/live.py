@@ -37,11 +37,22 @@ class Live:
         return bundle
 
 
+def interactive(view, **controls):
+    """``ipywidgets.interactive`` that shows the Figure ``view`` returns below its controls, from the start and
+    after every change. Plain ``widgets.interactive`` displays only figures pyplot manages, so a view that
+    returns a ``matplotlib.figure.Figure`` would show its sliders and no picture until one was moved."""
+    import ipywidgets as widgets
+    return widgets.interactive(view, {"auto_display": True}, **controls)
+
+
 def live(widget, figure=None, what: str = "") -> Live:
     """Show ``widget`` with ``figure`` (a matplotlib Figure of its default state) as the picture that
     viewers without a kernel show; ``what`` says in words what the widget does."""
     if not hasattr(widget, "_repr_mimebundle_"):
         raise TypeError(f"widget must be an ipywidgets widget, got {type(widget).__name__}")
+    if getattr(widget, "auto_display", True) is False:   # an ipywidgets.interactive made without it
+        raise ValueError("build the widget with inferlab.viz.live.interactive: plain widgets.interactive does not "
+                         "display the Figure its view returns")
     if not isinstance(what, str) or not what.strip():
         raise ValueError("what must say in words what the widget does (a non-empty string)")
     return Live(widget, figure_png(figure) if figure is not None else None, what.strip())

@@ -155,14 +155,14 @@ def tradeoff_widget(measurements: dict, weights: str = "int8", batch_size: int =
     """Notebook 05's trade-off explorer as a live widget: a weight format, a batch size (of those measured)
     and speculation on or off (``tradeoff_view``), shown with its default state's picture."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     combine(measurements, weights, batch_size, speculative)   # a clear error for a default never measured
     controls = {"weights": widgets.Dropdown(options=list(measurements["formats"]), value=weights,
                                             description="weights"),
                 "batch_size": widgets.SelectionSlider(options=sorted(measurements["batch"]), value=batch_size,
                                                       description="batch", continuous_update=False),
                 "speculative": widgets.Checkbox(value=speculative, description="speculative")}
-    widget = widgets.interactive(lambda weights, batch_size, speculative:
+    widget = interactive(lambda weights, batch_size, speculative:
                                  tradeoff_view(measurements, weights, batch_size, speculative), **controls)
     return live(widget, tradeoff_view(measurements, weights, batch_size, speculative),
                 "pick a weight format, a batch size and speculation on or off; the bars show the combination's "
@@ -281,14 +281,14 @@ def speculative_widget(alpha: float, c: float, measured: dict | None = None, max
     """Section 6's live widget: sliders for the acceptance rate ``alpha`` and the draft cost ``c``, starting
     at the values measured in the notebook; the curve is ``speculative_view``'s expected speedup per gamma."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     alpha, c = round(float(alpha), 2), round(min(float(c), 1.0), 2)
     speculative_view(alpha, c, max_gamma)   # a clear error for a bad default
     controls = {"alpha": widgets.FloatSlider(value=alpha, min=0.0, max=0.95, step=0.01, description="alpha",
                                              continuous_update=False),
                 "c": widgets.FloatSlider(value=c, min=0.0, max=1.0, step=0.01, description="c",
                                          continuous_update=False)}
-    widget = widgets.interactive(lambda alpha, c: speculative_view(alpha, c, max_gamma, measured), **controls)
+    widget = interactive(lambda alpha, c: speculative_view(alpha, c, max_gamma, measured), **controls)
     return live(widget, speculative_view(alpha, c, max_gamma, measured),
                 "sliders for the draft's acceptance rate alpha and its cost c (a draft step over a target step); "
                 "the curve is the speedup Leviathan et al.'s formula expects for each gamma, the dots what was "

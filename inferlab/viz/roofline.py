@@ -221,7 +221,7 @@ def roofline_widget(machine: Roof | None = None, hardware: str = "h100", config_
     context and number format (``roofline_view``), shown with a picture of its default state."""
     import ipywidgets as widgets
     from ..config import MODEL_CONFIGS
-    from .live import live
+    from .live import interactive, live
     controls = {
         "hardware": widgets.Dropdown(options=hardware_options(machine), value=hardware, description="hardware"),
         "config_name": widgets.Dropdown(options=list(MODEL_CONFIGS), value=config_name, description="model"),
@@ -230,7 +230,7 @@ def roofline_widget(machine: Roof | None = None, hardware: str = "h100", config_
         "context_len": widgets.SelectionSlider(options=[2 ** k for k in range(16)], value=context_len,
                                                description="context", continuous_update=False),
         "dtype_name": widgets.Dropdown(options=list(DTYPES), value=dtype_name, description="format")}
-    widget = widgets.interactive(lambda hardware, config_name, batch_size, context_len, dtype_name: roofline_view(
+    widget = interactive(lambda hardware, config_name, batch_size, context_len, dtype_name: roofline_view(
         hardware, config_name, batch_size, context_len, dtype_name, machine), **controls)
     return live(widget, roofline_view(hardware, config_name, batch_size, context_len, dtype_name, machine),
                 "pick a chip, a model, a batch, a context and a number format; the dot is one decode step on "
@@ -308,14 +308,14 @@ def overhead_widget(base: ModelConfig, roof: Roof, fixed_ms: float, measured: di
     """Notebook 04's overhead model as a live widget: sliders for the fixed cost per step and the batch
     (``overhead_view``); ``fixed_ms`` (the measured fixed cost) is the default and joins the slider's options."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
     fixed_ms = float(f"{fixed_ms:.2g}")
     options = sorted(set(FIXED_MS) | {fixed_ms})
     controls = {"fixed_ms": widgets.SelectionSlider(options=options, value=fixed_ms, description="fixed ms",
                                                     continuous_update=False),
                 "batch_size": widgets.SelectionSlider(options=[2 ** k for k in range(9)], value=batch_size,
                                                       description="batch", continuous_update=False)}
-    widget = widgets.interactive(lambda fixed_ms, batch_size: overhead_view(fixed_ms, batch_size, base, roof, measured),
+    widget = interactive(lambda fixed_ms, batch_size: overhead_view(fixed_ms, batch_size, base, roof, measured),
                                  **controls)
     return live(widget, overhead_view(fixed_ms, batch_size, base, roof, measured),
                 "sliders for the fixed cost of a step and the batch; the curves show from which width a model "

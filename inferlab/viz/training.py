@@ -200,7 +200,7 @@ def training_widget(history, step: int | None = None):
     """Notebook 01's training slider: the loss curve up to a step and the sample written then
     (``training_snapshot``), shown with a picture of its default state (``viz.live.live``)."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
 
     if not history.steps:
         raise ValueError("this history has no steps: train first")
@@ -211,7 +211,7 @@ def training_widget(history, step: int | None = None):
     def show(step):   # returns nothing: the widget shows the figure once, as drawn
         training_snapshot(history, step)
 
-    widget = widgets.interactive(show, step=slider)
+    widget = interactive(show, step=slider)
     return live(widget, training_snapshot(history, step),
                 "a slider over the training steps; it draws the loss curve up to the chosen step and the sample "
                 "the model wrote then")
@@ -221,7 +221,7 @@ def cost_widget(throughputs: dict, watts: float, price_per_kwh: float, hardware_
     """Notebook 01's cost calculator: sliders for the power draw, the electricity price and an hourly
     hardware cost over the measured ``throughputs`` (``cost_calculator``), with its default picture."""
     import ipywidgets as widgets
-    from .live import live
+    from .live import interactive, live
 
     sliders = {"watts": widgets.FloatSlider(value=watts, min=5, max=1000, step=5, continuous_update=False),
                "price_per_kwh": widgets.FloatSlider(value=price_per_kwh, min=0.0, max=1.0, step=0.01,
@@ -232,7 +232,7 @@ def cost_widget(throughputs: dict, watts: float, price_per_kwh: float, hardware_
     def show(watts, price_per_kwh, hardware_per_hour):
         cost_calculator(throughputs, watts, price_per_kwh, hardware_per_hour)
 
-    widget = widgets.interactive(show, **sliders)
+    widget = interactive(show, **sliders)
     return live(widget, cost_calculator(throughputs, watts, price_per_kwh, hardware_per_hour),
                 "sliders for the power draw, the electricity price and an hourly hardware cost; the bars show the "
                 "cost per million tokens at each measured throughput")
