@@ -38,7 +38,7 @@ import inferlab as il  # noqa: E402
 from inferlab.timing import busy_note, cpu_model  # noqa: E402
 from inferlab.corpus import load_corpus, split_corpus  # noqa: E402
 from inferlab.optimize import compile as opt_compile  # noqa: E402
-from inferlab.optimize import measure, precision, quantize, speculative  # noqa: E402
+from inferlab.optimize import measure, quantize, speculative  # noqa: E402
 from inferlab.optimize.tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention  # noqa: E402
 from inferlab.timing import measure as time_it  # noqa: E402
 from inferlab.train import token_tensor  # noqa: E402

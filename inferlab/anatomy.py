@@ -11,7 +11,6 @@ the torch operations each stage runs (the deep dive on where a step's fixed cost
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 

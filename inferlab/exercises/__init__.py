@@ -23,7 +23,7 @@ import numbers
 import os
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 
 @dataclass

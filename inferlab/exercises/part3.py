@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import compare_guess, as_number as _number, is_close as _close, exercise
+from . import compare_guess, as_number as _number, is_close as _close, exercise  # noqa: F401  (compare_guess: the notebook imports it from here)
 
 EX31 = {"model": "qwen2.5-0.5b", "seq_len": 32768, "dtype": torch.bfloat16}
 EX32 = {"model": "llama-2-7b", "seq_len": 6000, "memory_gb": 80, "dtype": torch.float16}  # 6,000: not a calculator setting

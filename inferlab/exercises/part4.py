@@ -210,7 +210,6 @@ The sweep then shows where this machine's step really left its plateau (often ea
 below the square matmul's peak).
 ''')
 def _verify_regime_change(answer, measured):
-    import math
     value = _number(answer)
     m = _regime_change(measured)
     predicted = m["roofline"]

@@ -26,7 +26,6 @@ from ..config import MODEL_CONFIGS
 from ..counting import kv_cache_bytes
 from ..generate import generate_batch
 from ..kvcache import KVCache
-from ..model import GPT, rope_tables
 from .. import profiling
 from ..accounting import saved_bytes
 from ..progress import progress
