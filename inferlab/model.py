@@ -225,9 +225,10 @@ class GPT(nn.Module):
         cache: any object with ``attention_mask(T, pad_mask) -> (mask, positions)``, ``append(layer, k, v)``
             and ``advance(T)`` (see ``kvcache.KVCache`` and the engine's paged cache); a cache may instead
             compute attention itself with ``attend(layer, q, k, v)``. None: plain causal attention over ``idx``.
-        pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to.
+        pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to (Hugging Face calls
+            this ``attention_mask``: True for a real token).
         last_only: return logits ``[B, 1, vocab]`` for the last position only; generation needs no
-            more, and the head over every prompt position is wasted work.
+            more, and the head over every prompt position is wasted work (Hugging Face: ``logits_to_keep=1``).
         logits_to_keep: 1-D tensor of the positions whose logits to return, ``[B, len, vocab]`` (Hugging
             Face's name): the engine's packed prefill keeps the last token of each sequence.
         check_inputs: check that ids and positions are in range (a pass over them, and a wait for the device);
