@@ -17,20 +17,17 @@ decided by the same rules as the engine's (``Request.append_token``), on a clock
 from __future__ import annotations
 
 import math
+import itertools
 import time
 
 from ..generate import encode_prompt, generate, generate_batch
 from .paged_cache import KVPool
-from .request import Request, RequestState, SamplingParams
-from .serving import Served
+from .request import Request, RequestState
+from .serving import Served, per_prompt
 
 
 def _requests(model, tok, prompts, sampling_params, arrival_times):
-    n = len(prompts)
-    params = sampling_params if isinstance(sampling_params, (list, tuple)) else [sampling_params or SamplingParams()] * n
-    arrivals = [0.0] * n if arrival_times is None else [float(t) for t in arrival_times]
-    if not (len(params) == len(arrivals) == n) or any(not math.isfinite(t) or t < 0 for t in arrivals):
-        raise ValueError("give one SamplingParams and one finite arrival time >= 0 per prompt")
+    params, arrivals = per_prompt(prompts, sampling_params, arrival_times)
     cfg = model.config
     return [Request(i, p, encode_prompt(tok, p, cfg.max_seq_len, cfg.vocab_size), sp, tok, t)
             for i, (p, sp, t) in enumerate(zip(prompts, params, arrivals))]
@@ -66,20 +63,12 @@ def one_at_a_time(model, tok, prompts, sampling_params=None, arrival_times=None,
         start = req.metrics.first_scheduled_time = max(clock, req.metrics.arrival_time)
         res = generate(model, tok, req.token_ids, max_new_tokens=p.max_tokens, temperature=p.temperature,
                        top_k=p.top_k, top_p=p.top_p, seed=p.seed, stop=list(p.stop or ()) or None)
-        times = [start + s for s in _cumsum(res.step_times_s)]
+        times = [start + s for s in itertools.accumulate(res.step_times_s)]
         clock = start + res.total_s
         outputs[req.request_id] = out = _finish(req, res.tokens, times, clock)
         used = req.num_prompt_tokens + len(out.outputs[0].token_ids) / 2   # the cache fills as it decodes
         memory.append((res.total_s, reserved, used))
     return Served(outputs, clock - min(r.metrics.arrival_time for r in reqs), budget or 0, memory)
-
-
-def _cumsum(xs):
-    total, out = 0.0, []
-    for x in xs:
-        total += x
-        out.append(total)
-    return out
 
 
 def static_batching(model, tok, prompts, sampling_params=None, arrival_times=None, kv_cache_memory_bytes=None,

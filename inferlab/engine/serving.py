@@ -98,14 +98,23 @@ def kv_slots(engine) -> tuple[int, int]:
     return used_blocks * engine.block_size, computed - engine.block_size * (held - len(blocks))
 
 
+def per_prompt(prompts, sampling_params, arrival_times) -> tuple[list, list]:
+    """(one SamplingParams per prompt, one arrival time per prompt): ``sampling_params`` may be one for all
+    (None: the defaults), ``arrival_times`` None (all at 0); anything else is a clear error."""
+    n = len(prompts)
+    params = (list(sampling_params) if isinstance(sampling_params, (list, tuple))
+              else [sampling_params or SamplingParams()] * n)
+    arrivals = [0.0] * n if arrival_times is None else [float(t) for t in arrival_times]
+    if not (len(params) == len(arrivals) == n) or any(not math.isfinite(t) or t < 0 for t in arrivals):
+        raise ValueError("give one SamplingParams and one finite arrival time >= 0 per prompt")
+    return params, arrivals
+
+
 def serve(engine, prompts, sampling_params, arrival_times=None, record: bool = False) -> Served:
     """Serve ``prompts`` (one ``SamplingParams`` each, or one for all) arriving at ``arrival_times`` (s after
     the start; default all at 0). Each request is added when its time comes, with that arrival time."""
     n = len(prompts)
-    params = sampling_params if isinstance(sampling_params, (list, tuple)) else [sampling_params] * n
-    arrivals = [0.0] * n if arrival_times is None else [float(t) for t in arrival_times]
-    if not (len(params) == len(arrivals) == n) or any(not math.isfinite(t) or t < 0 for t in arrivals):
-        raise ValueError("give one SamplingParams and one finite arrival time >= 0 per prompt")
+    params, arrivals = per_prompt(prompts, sampling_params, arrival_times)
     if engine.has_unfinished_requests():
         raise RuntimeError("serve() needs an engine with no unfinished requests")
     clock, saved_clock = SimulatedClock(), engine.clock
