@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 from functools import lru_cache
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
+
+from ..validate import positive_number
 
 DPI = 150   # legible at GitHub's width
 WAIT, PREFILL, DECODE, HELD = "#d9d9d9", "#e1812c", "#3b75af", "#c6dbef"
@@ -41,11 +42,8 @@ SHARED, CACHED, FREE = "#6a3d9a", "#e5d8f0", "#f2f2f2"
 
 def wall_timing(runs):
     """A ``timing.Timing`` of several ``Served`` runs' wall times, for ``timing.busy_note``."""
-    from ..timing import Timing
-    import torch
-    walls = sorted(r.wall_s for r in runs)
-    q = statistics.quantiles(walls, n=4, method="inclusive") if len(walls) > 1 else [walls[0]] * 3
-    return Timing(statistics.median(walls), walls[0], q[2] - q[0], len(walls), torch.get_num_threads(), walls)
+    from ..timing import from_samples
+    return from_samples([r.wall_s for r in runs])
 
 
 def most_in_progress(run) -> int:
@@ -358,8 +356,7 @@ def serve_workload(arrival_rate: float, kv_tokens: int, block_size: int, num_req
 
 def _check_positive(**values):
     for name, value in values.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or math.isinf(value):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+        positive_number(name, value)
 
 
 @lru_cache(maxsize=16)
