@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
-from inferlab import profiling  # noqa: E402
-from inferlab.kvcache import KVCache  # noqa: E402
-from inferlab.timing import compare, cpu_model, paired_ratio  # noqa: E402
+from inferlab.core.kvcache import KVCache  # noqa: E402
+from inferlab.measure import machine, random_weights, roofline  # noqa: E402
+from inferlab.measure.timing import compare, cpu_model, paired_ratio  # noqa: E402
 
 PROMPT, NEW = 16, 48
 
@@ -64,7 +64,7 @@ def hf_pair(rounds):
     except ImportError:
         return None
     hf = GPT2LMHeadModel(GPT2Config()).eval()
-    ours = profiling.random_model(il.MODEL_CONFIGS["gpt2"])
+    ours = random_weights.random_model(il.MODEL_CONFIGS["gpt2"])
     ids = torch.tensor([list(range(1, PROMPT + 1))])
 
     def hf_run():
@@ -87,21 +87,21 @@ def main():
     print(f"machine: {cpu_model()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     results = {}
-    models = {"gpt2": profiling.random_model(il.MODEL_CONFIGS["gpt2"]), "bundled": il.load_pretrained()[0]}
+    models = {"gpt2": random_weights.random_model(il.MODEL_CONFIGS["gpt2"]), "bundled": il.load_pretrained()[0]}
     for name, model in models.items():
-        per_step = profiling.decode_count(model.config, 1, PROMPT + NEW // 2)
+        per_step = roofline.decode_count(model.config, 1, PROMPT + NEW // 2)
         step_bytes = per_step.weight_bytes + per_step.kv_read_bytes + per_step.kv_write_bytes
         decode_s_per_token(model)   # warm-up
         bw, tpot = [], []
         for _ in range(args.rounds):   # alternate: the bandwidth and the decode see the same machine
-            bw.append(profiling.read_bandwidth(512 * profiling.MiB, warmup=1, repeats=3).bytes_per_s)
+            bw.append(machine.read_bandwidth(512 * machine.MiB, warmup=1, repeats=3).bytes_per_s)
             tpot.append(decode_s_per_token(model))
         fractions = sorted(step_bytes / t / b for t, b in zip(tpot, bw))
         bw_med, t_med = sorted(bw)[len(bw) // 2], sorted(tpot)[len(tpot) // 2]
         print(f"{name}: {step_bytes / 1e6:.1f} MB read per step; read bandwidth {bw_med / 1e9:.1f} GB/s -> at most "
               f"{bw_med / step_bytes:.0f} tokens/s; measured {1 / t_med:.1f} tokens/s = "
               f"{fractions[len(fractions) // 2]:.2f} of the bandwidth (rounds {fractions[0]:.2f}-{fractions[-1]:.2f})")
-        if step_bytes < max(profiling.cache_sizes().values(), default=0):
+        if step_bytes < max(machine.cache_sizes().values(), default=0):
             print("  (its weights fit in the last-level cache: the memory roof does not bind, each step costs what "
                   "its ~300 small operations cost)")
         t = compare({"before": step_fn(model, legacy=True), "now": step_fn(model, legacy=False)},

@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 import inferlab as il  # noqa: E402
 from inferlab.engine.baselines import one_at_a_time, static_batching  # noqa: E402
 from inferlab.engine.paged_cache import KVPool  # noqa: E402
-from inferlab.engine.serving import chat_workload, poisson_arrivals, serve, serve_in_turn, serving_stats  # noqa: E402
-from inferlab.timing import cpu_model, ratio_of  # noqa: E402
+from inferlab.engine.serving import (chat_workload, rate_sweep, serve, serve_in_turn, serving_stats,
+                                     sustained_rate)  # noqa: E402
+from inferlab.measure.timing import cpu_model, ratio_of  # noqa: E402
 
 
 def main():
@@ -115,17 +116,16 @@ def main():
           f"{one_rate:.1f} requests/s; p99 TTFT limit {limit:.2f} s ({args.ttft_limit:g} x {service_s:.3f} s, "
           f"one request served alone)")
     print(f"  {'rate/s':>7s} {'way':7s} {'tokens/s':>8s} {'p50 TTFT':>8s} {'p99 TTFT':>8s} {'TPOT ms':>8s} {'s/token':>8s}")
-    sustained = {label: 0.0 for label in ("engine", "static", "one")}
-    for m in multiples:
-        rate = m * one_rate
-        arrivals = poisson_arrivals(n, rate, seed=1)
-        for label, fn in ways(budget, arrivals).items():
-            s = serving_stats(fn())
+    rates = [m * one_rate for m in multiples]
+    sweep = rate_sweep({label: (lambda arrivals, label=label: ways(budget, arrivals)[label]())
+                        for label in ("engine", "static", "one")}, rates, num_requests=n)
+    for i, (m, rate) in enumerate(zip(multiples, sweep["rates"])):
+        for label, per_rate in sweep["stats"].items():
+            s = per_rate[i]
             print(f"  {rate:7.1f} {label:7s} {s.throughput:8.0f} {s.ttft_p50_s:8.2f} {s.ttft_p99_s:8.2f} "
-                  f"{s.tpot_mean_s * 1e3:8.1f} {s.normalized_latency_s:8.3f}", flush=True)
+                  f"{s.tpot_mean_s * 1e3:8.1f} {s.normalized_latency_s:8.3f}")
             results[f"normalized_latency_{label}_rate{m:g}x"] = s.normalized_latency_s
-            if s.ttft_p99_s <= limit:
-                sustained[label] = max(sustained[label], rate)
+    sustained = {label: sustained_rate(sweep, label, limit) for label in sweep["stats"]}
 
     # 3. prefix caching
     sp_prompts, sp_params = chat_workload(tok, n, seed=2, shared_prefix_frac=0.8)

@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
-from inferlab.phases import wide_tokenizer  # noqa: E402
-from inferlab.timing import busy_note, compare, cpu_model, paired_ratio  # noqa: E402
+from inferlab.lessons.part3 import wide_tokenizer  # noqa: E402
+from inferlab.measure.timing import busy_note, compare, cpu_model, paired_ratio  # noqa: E402
 
 PROMPT = "The return value of a function is"
 

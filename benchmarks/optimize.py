@@ -35,13 +35,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
-from inferlab.timing import busy_note, cpu_model  # noqa: E402
-from inferlab.corpus import load_corpus, split_corpus  # noqa: E402
-from inferlab.optimize import compile as opt_compile  # noqa: E402
-from inferlab.optimize import measure, quantize, speculative  # noqa: E402
-from inferlab.optimize.tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention  # noqa: E402
-from inferlab.timing import measure as time_it  # noqa: E402
-from inferlab.train import token_tensor  # noqa: E402
+from inferlab.core.corpus import load_corpus, split_corpus  # noqa: E402
+from inferlab.core.train import heldout_loss, token_tensor  # noqa: E402
+from inferlab.lessons import part5  # noqa: E402
+from inferlab.measure.timing import busy_note, cpu_model, measure as time_it  # noqa: E402
+from inferlab.optimize import compile as opt_compile, quantize, speculative  # noqa: E402
+from inferlab.optimize.tiled_attention import (largest_intermediate_bytes, standard_attention,  # noqa: E402
+                                               tiled_attention)
 
 PROMPTS = ["The return value of a function is", "import os", "Lists are mutable sequences"]
 
@@ -49,9 +49,9 @@ PROMPTS = ["The return value of a function is", "import os", "Lists are mutable 
 def memory_bound(args, repeats: int, results: dict) -> None:
     """The weight formats on a memory-bound model: layers of a real shape with random weights, far bigger than
     the CPU caches. Several alternating comparisons, so the spread across them shows how sure the ratios are."""
-    big = measure.memory_bound_model(args.big_shape, n_layer=args.big_layers)
-    big_made = {name: measure.in_format(big, name) for name in ("float32", "bfloat16", "float16", "int8")}
-    trials = [measure.format_speeds(big, tuple(big_made), repeats=repeats, models=big_made) for _ in range(args.trials)]
+    big = part5.memory_bound_model(args.big_shape, n_layer=args.big_layers)
+    big_made = {name: part5.in_format(big, name) for name in ("float32", "bfloat16", "float16", "int8")}
+    trials = [part5.format_speeds(big, tuple(big_made), repeats=repeats, models=big_made) for _ in range(args.trials)]
     big_bytes = trials[0]["float32"].weight_bytes
     print(f"\nmemory-bound model: {big.config.name}, {big.num_params():,} weights, {big_bytes / 1e6:.0f} MB in float32; "
           f"decode step at context 64, {args.trials} alternating comparisons of {repeats} rounds each; int8 layers "
@@ -103,24 +103,24 @@ def main():
 
     def agreement(m, ref):
         """The share of greedy tokens equal to float32's, over the prompts."""
-        agree = [measure.greedy_agreement(ref[p], il.generate(m, tok, p, max_new_tokens=32).tokens)[0] for p in PROMPTS]
+        agree = [part5.greedy_agreement(ref[p], il.generate(m, tok, p, max_new_tokens=32).tokens)[0] for p in PROMPTS]
         return sum(agree) / len(agree)
 
     reference = {p: il.generate(model, tok, p, max_new_tokens=32).tokens for p in PROMPTS}
-    base_loss = measure.heldout_loss(model, heldout, max_windows=windows)
+    base_loss = heldout_loss(model, heldout, max_windows=windows)
     base_bytes = model.weight_bytes()
-    base_step = measure.decode_step_time(model, 64, warmup=3, repeats=repeats).median_s
+    base_step = part5.decode_step_time(model, 64, warmup=3, repeats=repeats).median_s
     print(f"baseline: {base_bytes:,} bytes, decode step {base_step * 1e3:.2f} ms, held-out loss {base_loss:.4f}")
 
     # 1. inference mode
-    mode = measure.inference_mode_cost(model, 4, 128, repeats=max(3, repeats // 4))
+    mode = part5.inference_mode_cost(model, 4, 128, repeats=max(3, repeats // 4))
     print(f"\ninference mode: train-mode forward {mode.train_s * 1e3:.1f} ms, {mode.train_saved_bytes:,} bytes saved for "
           f"backward; inference {mode.inference_s * 1e3:.1f} ms, {mode.inference_saved_bytes:,} bytes")
     results["inference_mode_speed"] = mode.train_s / mode.inference_s
     results["inference_mode_activation_bytes_ratio"] = mode.inference_saved_bytes / mode.train_saved_bytes
 
     # 2. batching
-    points = measure.batching_sweep(model, tok, PROMPTS, (1, 4, 16), max_new_tokens=32, repeats=2)
+    points = part5.batching_sweep(model, tok, PROMPTS, (1, 4, 16), max_new_tokens=32, repeats=2)
     print("\nbatching:", ", ".join(f"batch {p.batch_size}: {p.tokens_per_s:.0f} tok/s, latency {p.latency_s * 1e3:.0f} ms"
                                    for p in points))
     for p in points[1:]:
@@ -133,10 +133,10 @@ def main():
     print(f"\nint8 layers use the {int8_path!r} path here: "
           + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in quantize.int8_path_report(model.device, model.dtype).items())
           + " per call on a 4096 x 4096 matrix and one row")
-    made = {name: measure.in_format(model, name) for name in measure.FORMATS}
+    made = {name: part5.in_format(model, name) for name in part5.FORMATS}
     made["int8-dequantize"] = quantize.quantize_model(model, "int8", path="dequantize")
-    speeds = measure.format_speeds(model, tuple(made), repeats=repeats, models=made)
-    qual = measure.quality_vs_reference(model, {k: m for k, m in made.items() if k != "float32"}, heldout,
+    speeds = part5.format_speeds(model, tuple(made), repeats=repeats, models=made)
+    qual = part5.quality_vs_reference(model, {k: m for k, m in made.items() if k != "float32"}, heldout,
                                         max_windows=windows, show_progress=False)
     print(f"{'format':<16} {'step ms':>8} {'speed (middle half)':>22} {'memory':>7} {'KL/token':>9} "
           f"{'loss change':>11} {'2 se':>7} {'greedy equal':>12}")
@@ -161,7 +161,7 @@ def main():
     memory_bound(args, repeats, results)
 
     # 5. grouped-query attention (one Llama-2-7B-shaped layer, random weights)
-    gqa = measure.gqa_sweep(il.MODEL_CONFIGS["llama-2-7b"], (None, 8, 1), n_layer=1,
+    gqa = part5.gqa_sweep(il.MODEL_CONFIGS["llama-2-7b"], (None, 8, 1), n_layer=1,
                             context=1024 if args.quick else 2048, batch_size=8, repeats=3)
     print("\nGQA (llama-2-7b layer, batch 8):", ", ".join(f"{p.n_kv_head} kv heads: cache {p.cache_bytes / 1e6:.0f} MB, "
                                                          f"step {p.step_s * 1e3:.1f} ms" for p in gqa))
@@ -187,7 +187,7 @@ def main():
 
     # 7. speculative decoding, greedy
     if not args.skip_speculative:
-        cost = measure.step_cost(model, draft, context=32, repeats=max(repeats, 10))
+        cost = part5.step_cost(model, draft, context=32, repeats=max(repeats, 10))
         t_target, t_draft, c = cost.target.median_s, cost.draft.median_s, cost.c.median
         reps = 3 if args.quick else 5
 

@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 import inferlab as il  # noqa: E402
-from inferlab.timing import cpu_model  # noqa: E402
-from inferlab import profiling  # noqa: E402
-from inferlab.timing import measure  # noqa: E402
+from inferlab.measure import decode_step, machine, random_weights, roofline  # noqa: E402
+from inferlab.measure.timing import cpu_model  # noqa: E402
+from inferlab.measure.timing import measure  # noqa: E402
 
 
 def main():
@@ -45,28 +45,28 @@ def main():
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"machine: {cpu_model()}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with {threads} threads")
-    print(f"caches: {profiling.cache_sizes()}", flush=True)
+    print(f"caches: {machine.cache_sizes()}", flush=True)
 
-    read = profiling.read_bandwidth(2 ** 30, repeats=args.repeats)
-    copy = profiling.copy_bandwidth(2 ** 29, repeats=args.repeats)
+    read = machine.read_bandwidth(2 ** 30, repeats=args.repeats)
+    copy = machine.copy_bandwidth(2 ** 29, repeats=args.repeats)
     print(f"read 1 GiB:   {read.timing}  -> {read.bytes_per_s / 1e9:.2f} GB/s")
     print(f"copy 512 MiB: {copy.timing}  -> {copy.bytes_per_s / 1e9:.2f} GB/s (read + write)", flush=True)
-    l3 = profiling.cache_bandwidth(repeats=args.repeats)
+    l3 = machine.cache_bandwidth(repeats=args.repeats)
     print(f"read {l3.nbytes / 2 ** 20:.0f} MiB repeatedly (fits in the L3): {l3.timing}  -> "
           f"{l3.bytes_per_s / 1e9:.2f} GB/s, best {l3.best_bytes_per_s / 1e9:.2f} GB/s", flush=True)
-    fp32 = profiling.matmul_peak(2048, torch.float32, repeats=args.repeats)
+    fp32 = machine.matmul_peak(2048, torch.float32, repeats=args.repeats)
     print(f"matmul 2048^3 float32:  {fp32.timing}  -> {fp32.flops_per_s / 1e9:.1f} GFLOP/s", flush=True)
-    bf16 = profiling.matmul_peak(2048, torch.bfloat16, repeats=args.repeats)
+    bf16 = machine.matmul_peak(2048, torch.bfloat16, repeats=args.repeats)
     print(f"matmul 2048^3 bfloat16: {bf16.timing}  -> {bf16.flops_per_s / 1e9:.1f} GFLOP/s "
-          f"({'native' if profiling.has_bf16_matmul() else 'no native bf16 on this CPU'})", flush=True)
+          f"({'native' if machine.has_bf16_matmul() else 'no native bf16 on this CPU'})", flush=True)
 
     config = il.get_config(args.model)
-    model = profiling.random_model(config, torch.float32)
+    model = random_weights.random_model(config, torch.float32)
     print(f"{config.name}: {model.weight_bytes() / 1e9:.2f} GB of float32 weights (random)", flush=True)
     # Rounds that alternate the decode step and the read bandwidth, so both see the same machine (other
     # programs come and go); MBU is the median over rounds of (decode GB/s / read GB/s of the same round).
-    stepper = profiling.decode_stepper(model, batch_size=1, n_context=16)
-    count = profiling.decode_count(config, 1, 16, model.dtype)
+    stepper = decode_step.decode_stepper(model, batch_size=1, n_context=16)
+    count = roofline.decode_count(config, 1, 16, model.dtype)
     measure(stepper, warmup=2, repeats=1)
     x = torch.full((2 ** 28,), 1.0)  # 1 GiB
     rounds = []

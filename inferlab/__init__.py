@@ -1,15 +1,16 @@
 """inferlab: a hands-on course on how language models answer, and the code its notebooks run."""
-from .config import MODEL_CONFIGS, ModelConfig, get_config
-from .counting import kv_cache_bytes
-from .generate import GenerationResult, generate, generate_batch, stream
-from .kvcache import KVCache
-from .model import GPT
-from .pretrained import load_pretrained
-from .sampling import next_token_probs, sample_next
-from .tokenizer import BPETokenizer, show_tokens
+from .core.config import MODEL_CONFIGS, ModelConfig, get_config
+from .core.generate import GenerationResult, generate, generate_batch, stream
+from .core.kvcache import KVCache
+from .core.model import GPT
+from .core.pretrained import load_pretrained
+from .core.sampling import next_token_probs, sample_next
+from .core.tokenizer import BPETokenizer, show_tokens
+from .measure.counting import kv_cache_bytes
 
 __all__ = ["MODEL_CONFIGS", "ModelConfig", "get_config", "GPT", "BPETokenizer", "show_tokens", "KVCache",
            "generate", "generate_batch", "stream", "GenerationResult", "load_pretrained", "next_token_probs",
            "sample_next", "kv_cache_bytes"]
 from .engine import CompletionOutput, Engine, RequestOutput, SamplingParams  # noqa: E402  (notebook 06)
+
 __all__ += ["Engine", "SamplingParams", "RequestOutput", "CompletionOutput"]

@@ -61,9 +61,9 @@ def run(calibrate: bool = True) -> CheckReport:
         raise TypeError(f"calibrate must be True or False, got {calibrate!r}")
     import torch
 
-    from . import timing
-    from .generate import generate
-    from .pretrained import load_pretrained
+    from .core.generate import generate
+    from .core.pretrained import load_pretrained
+    from .measure import timing
 
     report = CheckReport()
     report.add("Python", platform.python_version())

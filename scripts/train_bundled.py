@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inferlab as il  # noqa: E402
-from inferlab.corpus import CORPUS_FILE, extract_python_docs, load_corpus, split_corpus  # noqa: E402
-from inferlab.pretrained import CHECKPOINTS, TOKENIZER_FILE, load_checkpoint, save_checkpoint  # noqa: E402
+from inferlab.core.corpus import CORPUS_FILE, extract_python_docs, load_corpus, split_corpus  # noqa: E402
+from inferlab.core.pretrained import CHECKPOINTS, TOKENIZER_FILE, load_checkpoint, save_checkpoint  # noqa: E402
+from inferlab.core.train import heldout_loss, token_tensor, train  # noqa: E402
 from inferlab.optimize.distill import distillation_loss, greedy_continuations  # noqa: E402
-from inferlab.train import heldout_loss, token_tensor, train  # noqa: E402
 
 RECIPES = {  # name: (config, steps, batch, seq_len, lr)
     "main": ("inferlab-main", 900, 12, 256, 3e-3),

@@ -2,8 +2,7 @@
 every run, so a pass is a pass everywhere (no flaky greedy near-ties)."""
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, settings, strategies as st
 
 import inferlab as il
 

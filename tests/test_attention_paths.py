@@ -3,13 +3,12 @@ lessons show. Both must give the same logits, to float rounding, on every path: 
 (prefill, then decode), a left-padded batch, and the engine's paged cache (packed prefill, then decode)."""
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import inferlab as il
 from conftest import random_model, small_configs
+from inferlab.core.kvcache import KVCache
 from inferlab.engine.paged_cache import KVPool, PagedBatch
-from inferlab.kvcache import KVCache
 
 
 def both(model, run):
@@ -64,7 +63,7 @@ def test_the_attention_choice_is_checked():
 
 
 def test_a_query_with_no_visible_key_gets_zeros_in_both():
-    from inferlab.model import attend, sdpa_attend
+    from inferlab.core.model import attend, sdpa_attend
     q, k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
     mask = torch.ones(1, 1, 3, 5, dtype=torch.bool)
     mask[0, 0, 1] = False

@@ -10,8 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from inferlab import classroom
-from inferlab import exercises as ex
+from inferlab import classroom, exercises as ex
 
 LESSONS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

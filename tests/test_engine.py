@@ -5,8 +5,7 @@ import tracemalloc
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import inferlab as il
 from conftest import random_model, small_configs

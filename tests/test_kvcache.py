@@ -1,14 +1,13 @@
 """The KV cache (notebook 03): it changes no output, it counts its bytes right, and misuse is a clear error."""
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import inferlab as il
 from conftest import random_model, small_configs
-from inferlab.counting import max_concurrent_sequences, param_bytes
-from inferlab.kvcache import ConcatKVCache
-from inferlab.phases import make_cache, rewind
+from inferlab.core.kvcache import ConcatKVCache
+from inferlab.lessons.part3 import make_cache, rewind
+from inferlab.measure.counting import max_concurrent_sequences, param_bytes
 
 CACHES = ["contiguous", "concat"]
 
@@ -85,7 +84,7 @@ def test_rewind_then_refeed_gives_the_same_logits(kind):
 # --- byte accounting ----------------------------------------------------------------------------------
 
 def test_kv_cache_bytes_is_exported():
-    assert il.kv_cache_bytes is il.counting.kv_cache_bytes
+    assert il.kv_cache_bytes is il.measure.counting.kv_cache_bytes
 
 
 @pytest.mark.parametrize("name, seq_len, batch, dtype, hand", [

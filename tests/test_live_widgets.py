@@ -30,6 +30,7 @@ def test_a_widget_shows_the_figure_its_view_returns():
     lesson's widget showed its sliders and no picture until a slider moved. live() now refuses such a widget,
     and viz.live.interactive builds one that displays what the view returns."""
     from matplotlib.figure import Figure
+
     from inferlab.viz.live import interactive
 
     def view(a):

@@ -2,7 +2,7 @@
 results, and progress bars that store their final state."""
 import pytest
 
-from inferlab import timing
+from inferlab.measure import timing
 from inferlab.progress import progress, stopped_early
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from inferlab.timing import IMPOSSIBLE
+from inferlab.measure.timing import IMPOSSIBLE
 
 NOTEBOOKS = sorted(p for p in (Path(__file__).parent.parent / "notebooks").rglob("*.ipynb")
                    if ".ipynb_checkpoints" not in p.parts)

@@ -2,17 +2,16 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import inferlab as il
-from inferlab import profiling
 from conftest import random_model, small_configs
-from inferlab.optimize import compile as opt_compile
-from inferlab.corpus import load_corpus, split_corpus
-from inferlab.optimize import measure, precision, quantize, speculative
+from inferlab.core.corpus import load_corpus, split_corpus
+from inferlab.core.train import heldout_loss, token_tensor, train
+from inferlab.lessons import part5
+from inferlab.measure import random_weights
+from inferlab.optimize import compile as opt_compile, precision, quantize, speculative
 from inferlab.optimize.tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention
-from inferlab.train import token_tensor, train
 
 PROMPTS = ["The return value of a function is", "import os", "Lists are mutable sequences"]
 
@@ -139,9 +138,9 @@ def test_quantize_model_keeps_the_original_and_works_on_every_path(pretrained):
 def test_quantized_model_holds_its_quality(pretrained):
     model, tok = pretrained
     data = token_tensor(tok, split_corpus(load_corpus())[1])
-    base = measure.heldout_loss(model, data, max_windows=4)
+    base = heldout_loss(model, data, max_windows=4)
     for scheme, tolerance in (("int8", 0.01), ("q8_0", 0.01), ("q4_0", 0.05)):
-        loss = measure.heldout_loss(quantize.quantize_model(model, scheme), data, max_windows=4)
+        loss = heldout_loss(quantize.quantize_model(model, scheme), data, max_windows=4)
         assert abs(loss - base) / base < tolerance, scheme
 
 
@@ -392,13 +391,13 @@ def test_speculative_bad_input():
 def test_measure_helpers_on_a_tiny_model(byte_tokenizer):
     cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=4, n_kv_head=2, arch="llama", max_seq_len=64)
     model = random_model(cfg)
-    assert measure.decode_step_time(model, 10, warmup=0, repeats=2).median_s > 0
-    cost = measure.inference_mode_cost(model, 2, 16, repeats=1)
+    assert part5.decode_step_time(model, 10, warmup=0, repeats=2).median_s > 0
+    cost = part5.inference_mode_cost(model, 2, 16, repeats=1)
     assert cost.train_saved_bytes > 0 and cost.inference_saved_bytes == 0 and not model.training
-    points = measure.batching_sweep(model, byte_tokenizer, ["ab", "cde"], (1, 2), max_new_tokens=3, repeats=1)
+    points = part5.batching_sweep(model, byte_tokenizer, ["ab", "cde"], (1, 2), max_new_tokens=3, repeats=1)
     assert [p.batch_size for p in points] == [1, 2] and all(p.tokens_per_s > 0 for p in points)
-    assert measure.greedy_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == (0.75, 2)
-    gqa = measure.gqa_sweep(cfg.with_(n_head=4, n_kv_head=4), (None, 2, 1), context=16, batch_size=2, repeats=1)
+    assert part5.greedy_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == (0.75, 2)
+    gqa = part5.gqa_sweep(cfg.with_(n_head=4, n_kv_head=4), (None, 2, 1), context=16, batch_size=2, repeats=1)
     assert [p.cache_bytes for p in gqa] == [2 * 4 * 8 * 16 * 2 * 4 // k for k in (1, 2, 4)]
     assert [p.kind for p in gqa] == ["multi-head", "grouped-query", "multi-query"]
 
@@ -406,11 +405,11 @@ def test_measure_helpers_on_a_tiny_model(byte_tokenizer):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_random_gpt_for_sweeps_is_a_whole_model(arch):
     """The fast random models of gqa_sweep: real memory for every weight, rotary tables right, MLPs shared."""
-    from inferlab.model import rope_tables
+    from inferlab.core.model import rope_tables
     cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, n_kv_head=4, arch=arch, max_seq_len=16)
     weights = {}
-    mha = profiling.random_model(cfg, torch.float32, weights=weights)
-    mqa = profiling.random_model(cfg.with_(n_kv_head=1), torch.float32, weights=weights)
+    mha = random_weights.random_model(cfg, torch.float32, weights=weights)
+    mqa = random_weights.random_model(cfg.with_(n_kv_head=1), torch.float32, weights=weights)
     for m in (mha, mqa):
         params = list(m.parameters())
         assert all(p.device.type == "cpu" for p in params)
@@ -485,32 +484,32 @@ def test_quality_vs_reference_kl_is_zero_for_the_same_model_and_positive_otherwi
     cfg = il.ModelConfig(vocab_size=64, d_model=32, n_layer=1, n_head=4, arch="llama", max_seq_len=32)
     model = random_model(cfg)
     data = torch.randint(0, 64, (16 * 5 + 1,), generator=torch.Generator().manual_seed(0))
-    q = measure.quality_vs_reference(model, {"same": model, "q4_0": quantize.quantize_model(model, "q4_0")}, data,
+    q = part5.quality_vs_reference(model, {"same": model, "q4_0": quantize.quantize_model(model, "q4_0")}, data,
                                      seq_len=16, batch_size=2, show_progress=False)
     assert q["same"].kl_per_token == pytest.approx(0.0, abs=1e-6) and q["same"].loss_change == 0.0
     assert q["q4_0"].kl_per_token > 0 and q["q4_0"].windows == 5 and q["q4_0"].loss_change_se >= 0
-    assert q["q4_0"].loss == pytest.approx(measure.heldout_loss(quantize.quantize_model(model, "q4_0"), data, 16),
+    assert q["q4_0"].loss == pytest.approx(heldout_loss(quantize.quantize_model(model, "q4_0"), data, 16),
                                            rel=1e-5)
     with pytest.raises(ValueError, match="at least 2 windows"):
-        measure.quality_vs_reference(model, {"m": model}, data[:20], seq_len=16)
+        part5.quality_vs_reference(model, {"m": model}, data[:20], seq_len=16)
     with pytest.raises(TypeError, match="models"):
-        measure.quality_vs_reference(model, [model], data, seq_len=16)
+        part5.quality_vs_reference(model, [model], data, seq_len=16)
 
 
 def test_in_format_and_format_speeds():
     cfg = il.ModelConfig(vocab_size=64, d_model=64, n_layer=1, n_head=4, arch="llama", max_seq_len=32)
     model = random_model(cfg)
-    made = {name: measure.in_format(model, name) for name in measure.FORMATS}
+    made = {name: part5.in_format(model, name) for name in part5.FORMATS}
     assert made["float32"] is model and made["bfloat16"].dtype == torch.bfloat16
     assert isinstance(made["q4_0"].blocks[0].mlp.up, quantize.QuantizedLinear)
-    speeds = measure.format_speeds(model, ("float32", "bfloat16", "int8"), context=8, repeats=2, warmup=0, models=made)
+    speeds = part5.format_speeds(model, ("float32", "bfloat16", "int8"), context=8, repeats=2, warmup=0, models=made)
     assert list(speeds) == ["float32", "bfloat16", "int8"]
     assert speeds["float32"].logits_error == 0.0 and speeds["float32"].speedup.median == pytest.approx(1.0)
     assert 0 < speeds["int8"].logits_error < 0.1 and speeds["int8"].weight_bytes < speeds["float32"].weight_bytes / 3
     with pytest.raises(ValueError, match="unknown weight format"):
-        measure.in_format(model, "int4")
+        part5.in_format(model, "int4")
     with pytest.raises(ValueError, match="float32"):
-        measure.format_speeds(model, ("int8",))
+        part5.format_speeds(model, ("int8",))
 
 
 def test_format_copies_leave_the_original_and_share_nothing():
@@ -529,23 +528,23 @@ def test_format_copies_leave_the_original_and_share_nothing():
 
 
 def test_memory_bound_model_is_the_published_layer_shape():
-    big = measure.memory_bound_model("gpt2", n_layer=1, vocab_size=128, max_seq_len=16)
+    big = part5.memory_bound_model("gpt2", n_layer=1, vocab_size=128, max_seq_len=16)
     cfg = il.MODEL_CONFIGS["gpt2"]
     assert big.config.d_model == cfg.d_model and big.config.d_ff == cfg.d_ff and big.config.n_layer == 1
     assert big.config.vocab_size == 128 and not big.training
     assert torch.isfinite(big(torch.randint(0, 128, (1, 4)))).all()
     with pytest.raises(ValueError, match="unknown shape"):
-        measure.memory_bound_model("gpt-5")
+        part5.memory_bound_model("gpt-5")
     with pytest.raises(ValueError, match="n_layer"):
-        measure.memory_bound_model("gpt2", n_layer=0)
+        part5.memory_bound_model("gpt2", n_layer=0)
 
 
 def test_step_cost_and_speculative_sweep(pretrained, byte_tokenizer):
     cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=2, n_head=4, arch="llama", max_seq_len=64)
     target, draft = random_model(cfg), random_model(cfg.with_(n_layer=1), seed=1)
-    cost = measure.step_cost(target, draft, context=8, repeats=3, warmup=0)
+    cost = part5.step_cost(target, draft, context=8, repeats=3, warmup=0)
     assert cost.c.median > 0 and cost.target.repeats == cost.draft.repeats == 3
-    plain, spec = measure.speculative_sweep(target, draft, byte_tokenizer, ["ab", "xyz"],
+    plain, spec = part5.speculative_sweep(target, draft, byte_tokenizer, ["ab", "xyz"],
                                             {2: dict(gamma=2), "adaptive": dict(gamma=4, min_confidence=0.3)},
                                             max_new_tokens=6, repeats=2, warmup=0, show_progress=False)
     assert plain.repeats == 2 and set(spec) == {2, "adaptive"}
@@ -555,17 +554,17 @@ def test_step_cost_and_speculative_sweep(pretrained, byte_tokenizer):
         for r, p in zip(pt.runs, ["ab", "xyz"]):
             assert r.tokens == il.generate(target, byte_tokenizer, p, max_new_tokens=6).tokens
     with pytest.raises(ValueError, match="plain"):
-        measure.speculative_sweep(target, draft, byte_tokenizer, ["ab"], {"plain": dict(gamma=2)})
+        part5.speculative_sweep(target, draft, byte_tokenizer, ["ab"], {"plain": dict(gamma=2)})
 
 
 def test_batching_sweep_alternates_and_reports_spread(byte_tokenizer):
     cfg = il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=4, arch="llama", max_seq_len=64)
     model = random_model(cfg)
-    points = measure.batching_sweep(model, byte_tokenizer, ["ab", "cde"], (1, 2), max_new_tokens=3, repeats=2)
+    points = part5.batching_sweep(model, byte_tokenizer, ["ab", "cde"], (1, 2), max_new_tokens=3, repeats=2)
     assert [p.batch_size for p in points] == [1, 2] and all(p.timing.repeats == 2 for p in points)
     assert all(p.latency_s == p.timing.median_s and p.tpot_s > 0 for p in points)
     with pytest.raises(ValueError, match="batch_sizes"):
-        measure.batching_sweep(model, byte_tokenizer, ["ab"], (0,))
+        part5.batching_sweep(model, byte_tokenizer, ["ab"], (0,))
 
 
 def test_a_kernel_that_fails_at_run_time_falls_back_to_dequantize(monkeypatch):

@@ -10,10 +10,10 @@ import torch  # noqa: E402
 
 import inferlab as il  # noqa: E402
 from inferlab import exercises as ex  # noqa: E402
-from inferlab.accounting import cost_per_million_tokens, measure_inference_pass, measure_training_step  # noqa: E402
+from inferlab.core.train import TrainHistory  # noqa: E402
 from inferlab.exercises import part1  # noqa: E402
 from inferlab.exercises.part1 import adamw_state_bytes  # noqa: E402
-from inferlab.train import TrainHistory  # noqa: E402
+from inferlab.lessons.part1 import cost_per_million_tokens, measure_inference_pass, measure_training_step  # noqa: E402
 from inferlab.viz import training as viz  # noqa: E402
 
 

@@ -8,10 +8,10 @@ import torch
 from matplotlib.figure import Figure
 
 import inferlab as il
-from inferlab import anatomy
 from inferlab import exercises as ex
+from inferlab.core.pretrained import CHECKPOINTS, load_tokenizer
 from inferlab.exercises import part2
-from inferlab.pretrained import CHECKPOINTS, load_tokenizer
+from inferlab.lessons import part2 as lesson2
 from inferlab.viz import inference as viz
 
 needs_bundled = pytest.mark.skipif(not CHECKPOINTS["main"].exists(), reason="bundled checkpoint not built yet")
@@ -48,7 +48,7 @@ def test_forward_by_stage_matches_forward(name, B, T):
     torch.manual_seed(1)
     model = il.GPT(CONFIGS[name]).eval()
     idx = _random_ids(model.config, B, T)
-    out = anatomy.forward_by_stage(model, idx)
+    out = lesson2.forward_by_stage(model, idx)
     with torch.inference_mode():
         ref = model(idx)
     assert out.logits.shape == ref.shape
@@ -59,7 +59,7 @@ def test_forward_by_stage_matches_forward(name, B, T):
 def test_forward_by_stage_matches_bundled_model(tok):
     model, tok = il.load_pretrained()
     ids = tok.encode("The return value of a function is")
-    out = anatomy.forward_by_stage(model, ids)
+    out = lesson2.forward_by_stage(model, ids)
     with torch.inference_mode():
         ref = model(torch.tensor([ids]))
     assert torch.allclose(out.logits, ref, atol=1e-5, rtol=0)
@@ -68,22 +68,22 @@ def test_forward_by_stage_matches_bundled_model(tok):
 def test_stage_names_shapes_and_embedding_row(small):
     cfg = small.config
     ids = [5, 17, 300, 2047]
-    out = anatomy.forward_by_stage(small, ids)
+    out = lesson2.forward_by_stage(small, ids)
     assert out.names == ["embed"] + [f"layer {i}" for i in range(cfg.n_layer)] + ["final norm"]
     assert all(t.shape == (1, len(ids), cfg.d_model) for t in out.tensors)
     # llama arch: no learned positions, so the embedding stage is exactly the rows of tok_emb.weight
     assert torch.equal(out["embed"][0], small.tok_emb.weight[ids].detach())
-    rows = anatomy.stage_summary(out)
+    rows = lesson2.stage_summary(out)
     assert [r["stage"] for r in rows] == out.names
     assert rows[-1]["rms"] == pytest.approx(1.0, abs=0.05)  # RMSNorm with unit weights
-    assert anatomy.token_rms(out).shape == (len(out.names), len(ids))
+    assert lesson2.token_rms(out).shape == (len(out.names), len(ids))
 
 
 def test_gpt2_embedding_adds_positions():
     torch.manual_seed(0)
     model = il.GPT(CONFIGS["gpt2-arch"]).eval()
     idx = torch.tensor([[3, 3, 3]])
-    emb = anatomy.embed(model, idx)
+    emb = lesson2.embed(model, idx)
     assert emb.rope is None
     expected = model.tok_emb.weight[[3, 3, 3]] + model.pos_emb.weight[:3]
     assert torch.allclose(emb.x[0], expected)
@@ -91,8 +91,8 @@ def test_gpt2_embedding_adds_positions():
 
 def test_logit_lens_last_row_is_the_prediction(small):
     ids = [1, 2, 3, 4, 5]
-    out = anatomy.forward_by_stage(small, ids)
-    lens = anatomy.logit_lens(small, out)
+    out = lesson2.forward_by_stage(small, ids)
+    lens = lesson2.logit_lens(small, out)
     assert [r[0] for r in lens] == out.names[:-1]
     assert lens[-1][1] == int(out.logits[0, -1].argmax())
     assert all(0 < r[2] <= 1 for r in lens)
@@ -100,27 +100,27 @@ def test_logit_lens_last_row_is_the_prediction(small):
 
 def test_as_ids_rejects_bad_input(small):
     with pytest.raises(ValueError):
-        anatomy.as_ids([])
+        lesson2.as_ids([])
     with pytest.raises(ValueError):
-        anatomy.as_ids(torch.zeros(1, 3))
+        lesson2.as_ids(torch.zeros(1, 3))
     with pytest.raises(ValueError):
-        anatomy.embed(small, torch.zeros(1, small.config.max_seq_len + 1, dtype=torch.long))
+        lesson2.embed(small, torch.zeros(1, small.config.max_seq_len + 1, dtype=torch.long))
 
 
 # --- anatomy: timing ------------------------------------------------------------------------------------
 
 def test_time_call_and_median():
     calls = []
-    times = anatomy.time_call(lambda: calls.append(1), warmup=2, repeats=5)
+    times = lesson2.time_call(lambda: calls.append(1), warmup=2, repeats=5)
     assert len(times) == 5 and len(calls) == 7 and all(t >= 0 for t in times)
-    assert anatomy.median_time(lambda: None, warmup=0, repeats=3) >= 0
+    assert lesson2.median_time(lambda: None, warmup=0, repeats=3) >= 0
     with pytest.raises(ValueError):
-        anatomy.time_call(lambda: None, repeats=0)
+        lesson2.time_call(lambda: None, repeats=0)
 
 
 @pytest.mark.parametrize("temperature,top_k,top_p", [(0.0, None, None), (0.8, 20, 0.9)])
 def test_time_step_stages(small, tok, temperature, top_k, top_p):
-    t = anatomy.time_step(small, tok, "The return value", temperature, top_k, top_p, warmup=1, repeats=2)
+    t = lesson2.time_step(small, tok, "The return value", temperature, top_k, top_p, warmup=1, repeats=2)
     n = small.config.n_layer
     assert list(t.stages) == ["tokenize", "embed"] + [f"layer {i}" for i in range(n)] + ["head", "sampling"]
     assert all(v > 0 for v in t.stages.values()) and t.whole_step_s > 0
@@ -133,17 +133,17 @@ def test_time_step_stages(small, tok, temperature, top_k, top_p):
     assert isinstance(t.busy_note(), str)
     assert not small.training
     with pytest.raises(ValueError):
-        anatomy.time_step(small, tok, "")
+        lesson2.time_step(small, tok, "")
 
 
 def _step_timing(stage_us: dict, whole_us: float, greedy_us: float = 10.0, jitter: float = 0.0):
     """A StepTiming built from chosen medians; ``jitter`` spreads the repeats (0.5 = a busy machine)."""
-    from inferlab.timing import from_samples as _timing
+    from inferlab.measure.timing import from_samples as _timing
     def reps(us):
         return _timing([us * 1e-6 * f for f in (1 - jitter, 1 - jitter / 2, 1, 1 + jitter / 2, 1 + jitter)])
     timings = {name: reps(us) for name, us in stage_us.items()}
     timings["whole step"], timings["greedy pick"] = reps(whole_us), reps(greedy_us)
-    return anatomy.StepTiming(7, {k: v.median_s for k, v in timings.items() if k in stage_us},
+    return lesson2.StepTiming(7, {k: v.median_s for k, v in timings.items() if k in stage_us},
                               timings["whole step"].median_s, {k: v.samples_s for k, v in timings.items()}, timings)
 
 
@@ -152,7 +152,7 @@ QUIET = {"tokenize": 8, "embed": 60, "layer 0": 700, "layer 1": 710, "layer 2": 
 
 
 def test_step_findings_state_what_the_numbers_show():
-    text = " ".join(anatomy.step_findings(_step_timing(QUIET, 3900)))
+    text = " ".join(lesson2.step_findings(_step_timing(QUIET, 3900)))
     assert "took 3,900 µs timed in one piece" in text and "add up to 3,383 µs" in text
     assert "The 4 layers took 84%" in text and "most of it" in text
     assert "Each layer cost about the same (700 µs to 720 µs)" in text
@@ -161,45 +161,45 @@ def test_step_findings_state_what_the_numbers_show():
     assert "typical of this machine" in text and "busy" not in text
     # other outcomes give other sentences, never the quiet machine's
     odd = dict(QUIET, **{"layer 2": 1400, "sampling": 100, "tokenize": 300})
-    text = " ".join(anatomy.step_findings(_step_timing(odd, 5000)))
+    text = " ".join(lesson2.step_findings(_step_timing(odd, 5000)))
     assert "differed by 2.0 x" in text and "less than the head's" in text and "nearly free" not in text
     small_layers = dict(QUIET, **{f"layer {i}": 50 for i in range(4)})
-    assert "only" in " ".join(anatomy.step_findings(_step_timing(small_layers, 900)))
+    assert "only" in " ".join(lesson2.step_findings(_step_timing(small_layers, 900)))
 
 
 def test_step_findings_on_a_busy_machine_draw_no_conclusion():
-    lines = anatomy.step_findings(_step_timing(QUIET, 3900, jitter=0.6))
+    lines = lesson2.step_findings(_step_timing(QUIET, 3900, jitter=0.6))
     text = " ".join(lines)
     assert "looks busy" in text and "no conclusion" in text
     assert "most of it" not in text and "nearly free" not in text and "about the same" not in text
 
 
 def test_layer_updates_measure_what_each_layer_added(small):
-    out = anatomy.forward_by_stage(small, [5, 17, 300, 2047])
-    rows = anatomy.layer_updates(out)
+    out = lesson2.forward_by_stage(small, [5, 17, 300, 2047])
+    rows = lesson2.layer_updates(out)
     assert [r["stage"] for r in rows] == [f"layer {i}" for i in range(small.config.n_layer)]
     diff = out["layer 0"][0] - out["embed"][0]
     assert rows[0]["update_rms"] == pytest.approx(diff.pow(2).mean(-1).sqrt().mean().item(), rel=1e-5)
     assert rows[1]["rms_before"] == pytest.approx(rows[0]["rms_after"])
     # an update against the stream shortens the vector: the count must see it
     x = torch.ones(1, 3, 4)
-    fake = anatomy.StageOutputs(["embed", "layer 0", "final norm"], [x, x * 0.5, x], torch.zeros(1, 3, 8))
-    row = anatomy.layer_updates(fake)[0]
+    fake = lesson2.StageOutputs(["embed", "layer 0", "final norm"], [x, x * 0.5, x], torch.zeros(1, 3, 8))
+    row = lesson2.layer_updates(fake)[0]
     assert row["tokens_shrunk"] == 3 and row["rms_after"] < row["rms_before"]
 
 
 def test_ops_by_stage_counts_every_stage(small, tok):
-    ops = anatomy.ops_by_stage(small, tok, "The return value", 0.8, 20, 0.9)
+    ops = lesson2.ops_by_stage(small, tok, "The return value", 0.8, 20, 0.9)
     n = small.config.n_layer
     assert list(ops) == ["tokenize", "embed"] + [f"layer {i}" for i in range(n)] + ["head", "sampling", "whole step"]
     assert ops["tokenize"] == 0   # plain Python: no torch operation
     assert len({ops[f"layer {i}"] for i in range(n)}) == 1 and ops["layer 0"] > 10   # every block runs the same code
-    greedy = anatomy.ops_by_stage(small, tok, "The return value")
+    greedy = lesson2.ops_by_stage(small, tok, "The return value")
     assert greedy["sampling"] < ops["sampling"]   # an argmax is fewer operations than filter, sort and draw
     assert ops["whole step"] >= sum(v for k, v in ops.items() if k != "whole step") - ops["sampling"]
     assert not small.training
     with pytest.raises(ValueError):
-        anatomy.ops_by_stage(small, tok, "")
+        lesson2.ops_by_stage(small, tok, "")
 
 
 OPS = {"tokenize": 0, "embed": 12, "layer 0": 64, "layer 1": 64, "layer 2": 64, "layer 3": 64, "head": 7,
@@ -207,20 +207,20 @@ OPS = {"tokenize": 0, "embed": 12, "layer 0": 64, "layer 1": 64, "layer 2": 64, 
 
 
 def test_overhead_findings_state_what_the_numbers_show():
-    text = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 10e-6))
+    text = " ".join(lesson2.overhead_findings(_step_timing(QUIET, 3900), OPS, 10e-6))
     assert "took 10.0 µs here" in text and "306 torch operations" in text and "3,060.0 µs" in text
     assert "78% of the step" in text and "overhead-bound" in text
     assert "One layer runs 64 operations, 640.0 µs of fixed cost against 700.0 µs measured for layer 0." in text
-    text = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 1e-6))
+    text = " ".join(lesson2.overhead_findings(_step_timing(QUIET, 3900), OPS, 1e-6))
     assert "8% of the step" in text and "only part of it" in text and "overhead-bound" not in text
-    text = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 20e-6))
+    text = " ".join(lesson2.overhead_findings(_step_timing(QUIET, 3900), OPS, 20e-6))
     assert "100% of the step or more" in text and "estimate is rough" in text
-    busy = " ".join(anatomy.overhead_findings(_step_timing(QUIET, 3900, jitter=0.6), OPS, 10e-6))
+    busy = " ".join(lesson2.overhead_findings(_step_timing(QUIET, 3900, jitter=0.6), OPS, 10e-6))
     assert "looks busy" in busy and "no conclusion" in busy and "overhead-bound" not in busy
     with pytest.raises(ValueError):
-        anatomy.overhead_findings(_step_timing(QUIET, 3900), OPS, 0)
+        lesson2.overhead_findings(_step_timing(QUIET, 3900), OPS, 0)
     with pytest.raises(ValueError, match="ops lacks"):
-        anatomy.overhead_findings(_step_timing(QUIET, 3900), {"embed": 1}, 1e-6)
+        lesson2.overhead_findings(_step_timing(QUIET, 3900), {"embed": 1}, 1e-6)
 
 
 # --- plots and widget callbacks ---------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_token_labels_show_bytes_for_partial_characters(tok):
 
 
 def test_sampling_view_callback_with_slider_values(small, tok):
-    logits = anatomy.forward_by_stage(small, tok.encode("The")).logits[0, -1] * 20  # random weights: sharpen
+    logits = lesson2.forward_by_stage(small, tok.encode("The")).logits[0, -1] * 20  # random weights: sharpen
     # slider defaults: temperature 1, top_k 0 (off), top_p 1.0 (off)
     fig = _no_glyph_warnings(viz.sampling_view, logits, tok, temperature=1.0, top_k=0, top_p=1.0)
     assert f"{logits.numel()} of {logits.numel()} tokens can be drawn" in fig.axes[0].get_title()
@@ -297,7 +297,7 @@ def test_slider_conversions_and_candidate_rows(tok):
 
 def test_layer_and_logit_plots(small, tok):
     ids = tok.encode("The return value of a function is")
-    out = anatomy.forward_by_stage(small, ids)
+    out = lesson2.forward_by_stage(small, ids)
     _no_glyph_warnings(viz.plot_residual_stream, out, tok, ids)
     _no_glyph_warnings(viz.plot_embedding_row, small, tok, ids[0])
     _no_glyph_warnings(viz.plot_logits_to_probs, out.logits[0, -1], tok, n=8)
@@ -331,7 +331,7 @@ def test_live_widgets_carry_their_default_picture(small, tok, capsys):
     import matplotlib.pyplot as plt
     _widget_bundle(viz.token_widget(tok), "text box")
     assert tok.encode("🙂") and part2.EX21_TEXT not in viz.TOKEN_DEMO_TEXT   # the box does not show 2.1's answer
-    logits = anatomy.forward_by_stage(small, tok.encode("The")).logits[0, -1]
+    logits = lesson2.forward_by_stage(small, tok.encode("The")).logits[0, -1]
     sliders = viz.sampling_widget(logits, tok)
     _widget_bundle(sliders, "temperature")
     values = {w.description: w.value for w in sliders.widget.children[:-1]}
@@ -360,7 +360,7 @@ def test_words_over_steps():
 
 
 def test_plot_stage_times(small, tok):
-    t = anatomy.time_step(small, tok, "The return value", warmup=0, repeats=1)
+    t = lesson2.time_step(small, tok, "The return value", warmup=0, repeats=1)
     _no_glyph_warnings(viz.plot_stage_times, t)
 
 

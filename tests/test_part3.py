@@ -10,12 +10,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 import inferlab as il  # noqa: E402
 from conftest import random_model, small_configs  # noqa: E402
-from inferlab import counting, phases  # noqa: E402
 from inferlab import exercises as ex  # noqa: E402
+from inferlab.core.kvcache import ConcatKVCache  # noqa: E402
 from inferlab.exercises import part3  # noqa: E402
-from inferlab.kvcache import ConcatKVCache  # noqa: E402
-from inferlab.timing import Timing  # noqa: E402
-from inferlab.counting import cache_equals_weights_context, forward_flops, max_concurrent_sequences  # noqa: E402
+from inferlab.lessons import part3 as lesson3  # noqa: E402
+from inferlab.measure import counting  # noqa: E402
+from inferlab.measure.counting import (cache_equals_weights_context, forward_flops,  # noqa: E402
+                                       max_concurrent_sequences)
+from inferlab.measure.timing import Timing  # noqa: E402
 from inferlab.viz import kvcache as viz  # noqa: E402
 
 
@@ -33,21 +35,21 @@ def tiny_model(**changes):
 
 # --- prefill and decode, timed and counted -----------------------------------------------------------
 
-@pytest.mark.parametrize("kind", phases.CACHE_KINDS)
+@pytest.mark.parametrize("kind", lesson3.CACHE_KINDS)
 def test_time_prefill_and_decode_return_one_timing_per_length(kind):
     model = tiny_model()
-    pre = phases.time_prefill(model, [1, 8, 30], kind=kind, warmup=0, repeats=2)
-    dec = phases.time_decode(model, [0, 5, 40, 5], kind=kind, warmup=0, repeats=2)
+    pre = lesson3.time_prefill(model, [1, 8, 30], kind=kind, warmup=0, repeats=2)
+    dec = lesson3.time_decode(model, [0, 5, 40, 5], kind=kind, warmup=0, repeats=2)
     assert pre.x == [1, 8, 30] and len(pre.timings) == 3 and pre.kind == kind
     assert dec.x == [0, 5, 40, 5] and len(dec.median_ms) == len(dec.iqr_ms) == 4
     assert all(t.repeats == 2 and t.median_s > 0 for t in pre.timings + dec.timings)
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda m: phases.time_decode(m, [64]), "positions must be a non-empty list of ints in \\[0, 63\\]"),
-    (lambda m: phases.time_decode(m, []), "positions"),
-    (lambda m: phases.time_prefill(m, [0]), "lengths must be a non-empty list of ints in \\[1, 64\\]"),
-    (lambda m: phases.time_prefill(m, [4], kind="paged"), "kind must be one of"),
+    (lambda m: lesson3.time_decode(m, [64]), "positions must be a non-empty list of ints in \\[0, 63\\]"),
+    (lambda m: lesson3.time_decode(m, []), "positions"),
+    (lambda m: lesson3.time_prefill(m, [0]), "lengths must be a non-empty list of ints in \\[1, 64\\]"),
+    (lambda m: lesson3.time_prefill(m, [4], kind="paged"), "kind must be one of"),
 ])
 def test_bad_lengths_are_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
@@ -56,22 +58,22 @@ def test_bad_lengths_are_clear_errors(call, match):
 
 def test_step_flops_follow_the_counting_module():
     cfg = il.MODEL_CONFIGS["gpt2"]
-    assert phases.prefill_flops(cfg, [1, 100]) == [forward_flops(cfg, 1), forward_flops(cfg, 100)]
-    assert phases.decode_flops(cfg, [0, 99]) == [forward_flops(cfg, 1, 1), forward_flops(cfg, 1, 100)]
-    assert phases.decode_flops(cfg, [99], use_cache=False) == [forward_flops(cfg, 100)]
+    assert lesson3.prefill_flops(cfg, [1, 100]) == [forward_flops(cfg, 1), forward_flops(cfg, 100)]
+    assert lesson3.decode_flops(cfg, [0, 99]) == [forward_flops(cfg, 1, 1), forward_flops(cfg, 1, 100)]
+    assert lesson3.decode_flops(cfg, [99], use_cache=False) == [forward_flops(cfg, 100)]
     # without the cache, step p repeats the cached step's work for each of its p + 1 tokens (the masked
     # score matrix is computed in full, as FlopCounterMode counts it)
-    cached, uncached = phases.decode_flops(cfg, [99])[0], phases.decode_flops(cfg, [99], use_cache=False)[0]
+    cached, uncached = lesson3.decode_flops(cfg, [99])[0], lesson3.decode_flops(cfg, [99], use_cache=False)[0]
     assert uncached == 100 * cached
 
 
 def test_wide_tokenizer_decodes_every_id_of_a_real_vocabulary(byte_tokenizer):
-    wide = phases.wide_tokenizer(byte_tokenizer, 50257)
+    wide = lesson3.wide_tokenizer(byte_tokenizer, 50257)
     assert wide.vocab_size == 50257
     assert wide.encode("hello") == byte_tokenizer.encode("hello")
     assert wide.decode([104, 105, 50256]) == "hi<50256>"
     with pytest.raises(ValueError, match="vocab_size"):
-        phases.wide_tokenizer(byte_tokenizer, 100)
+        lesson3.wide_tokenizer(byte_tokenizer, 100)
 
 
 # --- the attention weights the widget shows -----------------------------------------------------------
@@ -87,7 +89,7 @@ def test_attention_weights_sum_to_one_and_reproduce_the_attention_output(config,
              for i, b in enumerate(model.blocks)]
     hooks += [b.attn.v_proj.register_forward_hook(lambda m, a, out, i=i: values.__setitem__(i, out))
               for i, b in enumerate(model.blocks)]
-    logits, weights = phases.attention_weights(model, x)
+    logits, weights = lesson3.attention_weights(model, x)
     for h in hooks:
         h.remove()
     assert weights.shape == (config.n_layer, 2, config.n_head, 9, 9)
@@ -107,12 +109,12 @@ def test_attention_weights_sum_to_one_and_reproduce_the_attention_output(config,
 def test_cached_attention_weights_equal_the_rows_of_the_full_pass(kind, config, seed):
     model = random_model(config, seed)
     x = torch.randint(0, config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(seed))
-    _, full = phases.attention_weights(model, x)
-    cache = phases.make_cache(model, kind, capacity=12)
-    _, first = phases.attention_weights(model, x[:, :7], cache)
+    _, full = lesson3.attention_weights(model, x)
+    cache = lesson3.make_cache(model, kind, capacity=12)
+    _, first = lesson3.attention_weights(model, x[:, :7], cache)
     torch.testing.assert_close(first, full[..., :7, :7], atol=1e-5, rtol=1e-4)
     for t in range(7, 12):  # each decode step: one query row over all t + 1 cached keys
-        _, step = phases.attention_weights(model, x[:, t:t + 1], cache)
+        _, step = lesson3.attention_weights(model, x[:, t:t + 1], cache)
         assert step.shape == (config.n_layer, 1, config.n_head, 1, t + 1)
         torch.testing.assert_close(step[..., 0, :], full[..., t, : t + 1], atol=1e-5, rtol=1e-4)
 
@@ -121,14 +123,14 @@ def test_attention_weights_ignore_padding():
     model = tiny_model()
     x = torch.randint(0, 256, (2, 6))
     pad_mask = torch.tensor([[True] * 6, [False, False, False, True, True, True]])
-    _, w = phases.attention_weights(model, x, pad_mask=pad_mask)
+    _, w = lesson3.attention_weights(model, x, pad_mask=pad_mask)
     assert (w[:, 1, :, 3:, :3] == 0).all()  # real tokens never look at padding
     torch.testing.assert_close(w[:, 1, :, 3:].sum(-1), torch.ones(2, 4, 3))
 
 
 @pytest.fixture(scope="module")
 def trace(byte_tokenizer):
-    return phases.trace_cache(tiny_model(), byte_tokenizer, "Cache me", max_new_tokens=6)
+    return lesson3.trace_cache(tiny_model(), byte_tokenizer, "Cache me", max_new_tokens=6)
 
 
 def test_trace_cache_records_new_and_reused_rows(trace, byte_tokenizer):
@@ -147,9 +149,9 @@ def test_trace_cache_records_new_and_reused_rows(trace, byte_tokenizer):
 
 def test_trace_cache_checks_its_arguments(byte_tokenizer):
     with pytest.raises(ValueError, match="max_new_tokens"):
-        phases.trace_cache(tiny_model(), byte_tokenizer, "x" * 60, max_new_tokens=10)
+        lesson3.trace_cache(tiny_model(), byte_tokenizer, "x" * 60, max_new_tokens=10)
     with pytest.raises(ValueError, match="prompt is empty"):
-        phases.trace_cache(tiny_model(), byte_tokenizer, "", max_new_tokens=3)
+        lesson3.trace_cache(tiny_model(), byte_tokenizer, "", max_new_tokens=3)
 
 
 # --- widget callbacks, driven with the values the widgets send ------------------------------------------
@@ -184,7 +186,7 @@ def test_cache_step_view_rejects_a_bad_head(trace, byte_tokenizer):
     ("llama-2-70b", 32768, 8, "4-bit", 141), ("gpt2", 1024, 64, "float32", 24)])
 def test_memory_view_follows_the_controls(name, seq_len, batch, dtype_name, gb):
     fig = viz.memory_view(name, seq_len, batch, dtype_name, gb)
-    budget = phases.memory_budget(il.MODEL_CONFIGS[name], seq_len, batch, gb, viz.DTYPES[dtype_name])
+    budget = lesson3.memory_budget(il.MODEL_CONFIGS[name], seq_len, batch, gb, viz.DTYPES[dtype_name])
     title = fig.axes[0].get_title()
     assert ("does NOT fit" in title) == (not budget["fits"])
     if budget["exceeds_context"]:  # llama-2-13b was built for 4,096 tokens
@@ -207,14 +209,14 @@ def test_memory_view_rejects_unknown_choices():
 
 def test_static_plots_draw_what_they_are_given(byte_tokenizer):
     model = tiny_model()
-    decodes = [phases.time_decode(model, [1, 20], kind, warmup=0, repeats=1) for kind in phases.CACHE_KINDS]
+    decodes = [lesson3.time_decode(model, [1, 20], kind, warmup=0, repeats=1) for kind in lesson3.CACHE_KINDS]
     fig = viz.plot_decode(decodes, model.config, log=True)
     assert len(fig.axes[0].get_lines()) >= 3 and len(fig.axes[1].get_lines()) == 2
-    pre = phases.time_prefill(model, [4, 16], warmup=0, repeats=1)
+    pre = lesson3.time_prefill(model, [4, 16], warmup=0, repeats=1)
     assert list(viz.plot_prefill(pre, model.config).axes[1].get_lines()[0].get_xdata()) == [4, 16]
     res = il.generate(model, byte_tokenizer, "abc", max_new_tokens=4)
     assert len(viz.plot_generation_steps({"cache": res}).axes[0].get_lines()[0].get_xdata()) == 4
-    rows = phases.kv_cache_rows([il.MODEL_CONFIGS["gpt2"], il.MODEL_CONFIGS["llama-3-8b"]])
+    rows = lesson3.kv_cache_rows([il.MODEL_CONFIGS["gpt2"], il.MODEL_CONFIGS["llama-3-8b"]])
     assert [p.get_width() for p in viz.plot_kv_per_token(rows).axes[0].patches[:2]] == [36.0, 128.0]
 
 
@@ -223,70 +225,70 @@ def test_static_plots_draw_what_they_are_given(byte_tokenizer):
 def test_kv_cache_rows_and_tables():
     mqa = il.MODEL_CONFIGS["llama-2-7b"].with_(n_kv_head=1, name="llama-2-7b-mqa")
     configs = [il.MODEL_CONFIGS["llama-2-13b"], il.MODEL_CONFIGS["llama-3-8b"], mqa]
-    rows = phases.kv_cache_rows(configs)
+    rows = lesson3.kv_cache_rows(configs)
     assert [r["attention"] for r in rows] == ["multi-head", "grouped-query", "multi-query"]
     assert rows[0]["bytes_per_sequence"][8192] == 2 * 40 * 40 * 128 * 8192 * 2
     assert rows[1]["bytes_per_token"] == 128 * 1024
     assert rows[2]["bytes_per_token"] == 2 * 32 * 1 * 128 * 2
-    assert rows[1]["crossover"] == phases.cache_equals_weights_read(configs[1]) < cache_equals_weights_context(configs[1])
-    table = phases.format_kv_cache_table(rows)
+    assert rows[1]["crossover"] == lesson3.cache_equals_weights_read(configs[1]) < cache_equals_weights_context(configs[1])
+    table = lesson3.format_kv_cache_table(rows)
     assert "6.71" in table.splitlines()[2] and "128.0" in table.splitlines()[3]
-    fits = phases.concurrency_rows(configs, 8192)
+    fits = lesson3.concurrency_rows(configs, 8192)
     assert fits[1]["fit"] == {gb: max_concurrent_sequences(configs[1], 8192, gb) for gb in (24, 80, 141)}
-    assert "llama-3-8b" in phases.format_concurrency_table(fits, 8192)
+    assert "llama-3-8b" in lesson3.format_concurrency_table(fits, 8192)
 
 
 @pytest.mark.parametrize("n, text", [(6_710_886_400, "6.71 GB"), (131072, "131.07 kB"), (12, "12 B")])
 def test_format_bytes(n, text):
-    assert phases.format_bytes(n) == text
+    assert lesson3.format_bytes(n) == text
 
 
 # --- what a one-token step spends its time on; long context -----------------------------------------------
 
-@pytest.mark.parametrize("kinds", [phases.CACHE_KINDS, ("contiguous", "none")])
+@pytest.mark.parametrize("kinds", [lesson3.CACHE_KINDS, ("contiguous", "none")])
 def test_time_decode_kinds_times_each_kind_at_each_position(kinds):
     model = tiny_model()
-    out = phases.time_decode_kinds(model, [0, 5, 40], kinds, warmup=0, repeats=3)
+    out = lesson3.time_decode_kinds(model, [0, 5, 40], kinds, warmup=0, repeats=3)
     assert [d.kind for d in out] == list(kinds)
     for d in out:
         assert d.x == [0, 5, 40] and len(d.timings) == 3
         assert all(t.repeats == 3 and len(t.samples_s) == 3 for t in d.timings)
     with pytest.raises(ValueError, match="kinds must be"):
-        phases.time_decode_kinds(model, [3], ("paged",))
+        lesson3.time_decode_kinds(model, [3], ("paged",))
 
 
 def test_step_budget_splits_reading_from_overhead():
     cfg = il.MODEL_CONFIGS["gpt2"]
     read = counting.step_count(cfg, 1, 1, 1, torch.float32).weight_bytes
     assert read == counting.param_bytes(cfg, torch.float32)  # tied embeddings: the head reads the whole table
-    slow = phases.step_budget("x", cfg, step_s=read / 1e9 * 10, bandwidth=1e9)
+    slow = lesson3.step_budget("x", cfg, step_s=read / 1e9 * 10, bandwidth=1e9)
     assert slow.read_s == pytest.approx(read / 1e9) and slow.read_share == pytest.approx(0.1)
     assert "overhead" in slow.verdict
-    assert "reading its weights" in phases.step_budget("x", cfg, read / 1e9 * 1.2, 1e9).verdict
-    assert "split" in phases.step_budget("x", cfg, read / 1e9 * 2.5, 1e9).verdict
+    assert "reading its weights" in lesson3.step_budget("x", cfg, read / 1e9 * 1.2, 1e9).verdict
+    assert "split" in lesson3.step_budget("x", cfg, read / 1e9 * 2.5, 1e9).verdict
     with pytest.raises(ValueError, match="bandwidth"):
-        phases.step_budget("x", cfg, 0.01, 0)
+        lesson3.step_budget("x", cfg, 0.01, 0)
     with pytest.raises(ValueError, match="step_s"):
-        phases.step_budget("x", cfg, -1.0, 1e9)
+        lesson3.step_budget("x", cfg, -1.0, 1e9)
 
 
 def test_filled_cache_holds_the_tokens_it_says():
     model = tiny_model()
-    cache = phases.filled_cache(model, batch_size=3, length=20, capacity=32)
+    cache = lesson3.filled_cache(model, batch_size=3, length=20, capacity=32)
     assert cache.length == 20 and cache.tokens() == [20, 20, 20] and cache.capacity == 32
     assert (cache.k[:, :, :, :20] == 0.01).all() and (cache.k[:, :, :, 20:] == 0).all()
     with torch.inference_mode():
         assert model(torch.zeros(3, 1, dtype=torch.long), cache=cache).shape == (3, 1, 256)
     assert cache.length == 21
     with pytest.raises(ValueError, match="capacity"):
-        phases.filled_cache(model, 1, 64)  # capacity 65 > max_seq_len 64
+        lesson3.filled_cache(model, 1, 64)  # capacity 65 > max_seq_len 64
     with pytest.raises(ValueError, match="batch_size"):
-        phases.filled_cache(model, 0, 4)
+        lesson3.filled_cache(model, 0, 4)
 
 
 def test_context_sweep_counts_the_bytes_of_each_step():
     model = tiny_model()
-    sweep = phases.context_sweep(model, 4, [64, 8, 32], warmup=0, repeats=2)
+    sweep = lesson3.context_sweep(model, 4, [64, 8, 32], warmup=0, repeats=2)
     cfg = model.config
     assert sweep.contexts == [8, 32, 64] and len(sweep.timings) == 3
     assert sweep.cache_bytes == [il.kv_cache_bytes(cfg, n - 1, 4, torch.float32) for n in (8, 32, 64)]
@@ -298,16 +300,16 @@ def test_context_sweep_counts_the_bytes_of_each_step():
     assert isinstance(sweep.conclusion(), str)
     assert len(viz.plot_context_sweep(sweep).axes) == 2
     with pytest.raises(ValueError, match="contexts"):
-        phases.context_sweep(model, 2, [65])
+        lesson3.context_sweep(model, 2, [65])
     with pytest.raises(ValueError, match="two different"):
-        phases.context_sweep(model, 2, [8, 8])
+        lesson3.context_sweep(model, 2, [8, 8])
 
 
 def fake_sweep(times_s, crossover=600):
     timings = [Timing(t, t, 0.0, 3, 2, [t] * 3) for t in times_s]
     contexts = [1, 257, 513, 769, 1025][: len(times_s)]
     per_token = 1000
-    return phases.ContextSweep("m", 8, contexts, timings, weight_bytes=600 * per_token,
+    return lesson3.ContextSweep("m", 8, contexts, timings, weight_bytes=600 * per_token,
                                cache_bytes=[(n - 1) * per_token for n in contexts], crossover=crossover)
 
 
@@ -336,16 +338,16 @@ def test_context_sweep_conclusion_says_when_the_machine_was_busy():
 @pytest.mark.parametrize("n, text", [(128, "128 bytes"), (12288, "12 KiB"), (131072, "128 KiB"),
                                      (1.5 * 2**20, "1.5 MiB"), (1, "1 byte"), (0, "0 bytes")])
 def test_format_bytes_binary(n, text):
-    assert phases.format_bytes_binary(n) == text
+    assert lesson3.format_bytes_binary(n) == text
 
 
 def test_weights_read_per_step_leave_out_an_untied_embedding_table():
     llama3 = il.MODEL_CONFIGS["llama-3-8b"]
     table = llama3.vocab_size * llama3.d_model * 2
-    assert phases.weights_read_per_step(llama3, 16) == counting.param_bytes(llama3) - table + 16 * llama3.d_model * 2
-    assert phases.cache_equals_weights_read(llama3, 16) == 7158
+    assert lesson3.weights_read_per_step(llama3, 16) == counting.param_bytes(llama3) - table + 16 * llama3.d_model * 2
+    assert lesson3.cache_equals_weights_read(llama3, 16) == 7158
     gpt2 = il.MODEL_CONFIGS["gpt2"]  # tied: the output head reads the whole table anyway
-    assert phases.cache_equals_weights_read(gpt2, 8) == cache_equals_weights_context(gpt2, 8) == 844
+    assert lesson3.cache_equals_weights_read(gpt2, 8) == cache_equals_weights_context(gpt2, 8) == 844
 
 
 def test_memory_view_shows_small_caches_in_bytes_and_says_when_the_context_is_exceeded():
@@ -355,7 +357,7 @@ def test_memory_view_shows_small_caches_in_bytes_and_says_when_the_context_is_ex
     over = viz.memory_view("inferlab-draft", 131072, 1, "float16", 24)
     title = over.axes[0].get_title()
     assert "131,072 tokens EXCEED the model's context of 512" in title and "cannot read that far" in title
-    budget = phases.memory_budget(il.MODEL_CONFIGS["inferlab-draft"], 131072, 1, 24)
+    budget = lesson3.memory_budget(il.MODEL_CONFIGS["inferlab-draft"], 131072, 1, 24)
     assert budget["exceeds_context"] and budget["context"] == 512 and budget["bytes_per_token"] == 256
 
 
@@ -478,7 +480,7 @@ def test_exercise_3_3_rejects_shortcuts_and_never_shows_the_tokens(pretrained):
 def test_exercise_3_3_records_who_called_the_model(pretrained):
     model, tok = pretrained
     _, calls = part3.record_forward_calls(model, lambda: il.generate(model, tok, "abc", max_new_tokens=2))
-    assert [c["caller"] for c in calls] == ["inferlab.generate._token_loop"] * 2
+    assert [c["caller"] for c in calls] == ["inferlab.core.generate._token_loop"] * 2
     _, calls = part3.record_forward_calls(model, lambda: right_loop(model, tok.encode("abc"), 2))
     assert [(c["caller"], c["cache"]) for c in calls] == [(None, True), (None, True)]
     assert part3.count_forward_tokens(model, lambda: right_loop(model, tok.encode("abc"), 3))[1] == \

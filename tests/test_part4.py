@@ -11,11 +11,14 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import inferlab as il  # noqa: E402
-from inferlab import counting, exercises as ex, profiling, queueing  # noqa: E402
+from inferlab import exercises as ex
+from inferlab.lessons import part4
+from inferlab.measure import counting  # noqa: E402
+from inferlab.measure import machine, roofline
 from inferlab.viz import roofline as viz  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_bottlenecks.ipynb"
-MACHINE = profiling.Roof("this machine", 100e9, 10e9, "measured")
+MACHINE = roofline.Roof("this machine", 100e9, 10e9, "measured")
 
 
 # --- the roofline explorer -----------------------------------------------------------------------------
@@ -39,8 +42,8 @@ def test_explorer_moves_the_point_between_regimes():
 def test_explorer_with_the_measured_machine_and_each_preset():
     p = viz.roofline_prediction(viz.MACHINE, "gpt2", 1, 16, "float32", machine=MACHINE)
     assert p["hardware"] == "this machine" and p["ridge"] == 10.0 and p["regime"] == "memory-bound"
-    assert viz.hardware_options(MACHINE)[0] == viz.MACHINE and viz.hardware_options() == list(profiling.HARDWARE)
-    for hw in profiling.HARDWARE:
+    assert viz.hardware_options(MACHINE)[0] == viz.MACHINE and viz.hardware_options() == list(roofline.HARDWARE)
+    for hw in roofline.HARDWARE:
         fig = viz.roofline_view(hw, "qwen2.5-0.5b", 8, 1024, "float16")
         assert isinstance(fig, Figure)
     labels = viz.roofline_view(viz.MACHINE, "inferlab-main", 256, 1, "float32",
@@ -62,12 +65,12 @@ def test_explorer_bad_input(kwargs, error, match):
 
 
 def test_plots_return_figures():
-    sweep = profiling.bandwidth_sweep([64 * 1024, 1024 * 1024], min_time_s=0.0, repeats=1)
+    sweep = machine.bandwidth_sweep([64 * 1024, 1024 * 1024], min_time_s=0.0, repeats=1)
     assert isinstance(viz.plot_bandwidth_sweep(sweep, {"L2": 2 ** 21}, threads=1), Figure)
-    fig = viz.plot_roofline([MACHINE, profiling.hardware_roof("laptop-m2")], [("decode", 0.5, 4e9)])
+    fig = viz.plot_roofline([MACHINE, roofline.hardware_roof("laptop-m2")], [("decode", 0.5, 4e9)])
     assert isinstance(fig, Figure)
     assert isinstance(viz.plot_batch_sweep([1, 2, 4], [0.1, 0.1, 0.15], [0.1, 0.1, 0.1], {"measured": 3}), Figure)
-    rows = queueing.latency_sweep([0.5, 1.0], 0.5, n_requests=50)
+    rows = part4.latency_sweep([0.5, 1.0], 0.5, n_requests=50)
     assert isinstance(viz.plot_queue({"one at a time": rows}, ([0.5, 1.0], [0.6, 0.8])), Figure)
 
 
@@ -80,7 +83,7 @@ def answer_41():
 
 RIGHT = {
     "4.1": answer_41,
-    "4.2": lambda: profiling.critical_batch(il.MODEL_CONFIGS["llama-3-8b"], 1, profiling.hardware_roof("h100"),
+    "4.2": lambda: roofline.critical_batch(il.MODEL_CONFIGS["llama-3-8b"], 1, roofline.hardware_roof("h100"),
                                             torch.bfloat16),
     "4.3": lambda: 2.039e12 / counting.step_count(il.MODEL_CONFIGS["llama-2-7b"], 1, 1, 1, torch.float16).bytes,
     "4.4": lambda: 0.5 + 0.75 * 0.5 / (2 * (1 - 0.75)),
@@ -147,7 +150,7 @@ def test_solutions_run_in_a_notebook_namespace_without_touching_it():
     # names the notebook has: a solution must not rebind them (cfg, c, roof, ...), and must import what it uses
     namespace = {"cfg": il.MODEL_CONFIGS["inferlab-main"], "c": object(), "roof": MACHINE, "model": object(),
                  "answer_41": None, "answer_42": None, "answer_43": None, "answer_44": None, "answer_45": None,
-                 "regime_change": {"roofline": profiling.critical_batch(il.MODEL_CONFIGS["gpt2"], 16, MACHINE),
+                 "regime_change": {"roofline": roofline.critical_batch(il.MODEL_CONFIGS["gpt2"], 16, MACHINE),
                                    "sweep": None, "ridge": MACHINE.ridge}}
     for key in list(RIGHT) + ["4.5"]:
         assert ex.run_solution(key, namespace) == [], key
@@ -156,13 +159,13 @@ def test_solutions_run_in_a_notebook_namespace_without_touching_it():
 # --- 4.5: a prediction checked against the learner's own measurement --------------------------------------
 
 def _measured(roof, sweep=None):
-    return {"roofline": profiling.critical_batch(il.MODEL_CONFIGS["gpt2"], 16, roof), "sweep": sweep,
+    return {"roofline": roofline.critical_batch(il.MODEL_CONFIGS["gpt2"], 16, roof), "sweep": sweep,
             "ridge": roof.ridge}
 
 
 @pytest.mark.parametrize("bandwidth, peak", [(10e9, 30e9), (50e9, 1e12), (100e9, 100e9)])
 def test_prediction_45_judged_against_the_measured_roofs(bandwidth, peak):
-    roof = profiling.machine_roof(bandwidth, peak)
+    roof = roofline.machine_roof(bandwidth, peak)
     m = _measured(roof)
     twice_ridge = max(1, math.ceil(2 * roof.ridge))
     assert ex.verdict("4.5", twice_ridge, m)[0], ex.verdict("4.5", twice_ridge, m)
@@ -175,13 +178,13 @@ def test_prediction_45_judged_against_the_measured_roofs(bandwidth, peak):
 
 
 def test_prediction_45_accepts_the_sweeps_own_change_and_names_the_mistakes():
-    roof = profiling.machine_roof(10e9, 60e9)      # ridge 6: the roofline says about batch 12
+    roof = roofline.machine_roof(10e9, 60e9)      # ridge 6: the roofline says about batch 12
     m = _measured(roof, sweep=64)                  # a machine whose sweep left the plateau later
     assert ex.verdict("4.5", 40, m)[0]             # within 2x of what this machine did
     assert not ex.verdict("4.5", 2, m)[0]
     assert "Too high" in ex.verdict("4.5", 1000, m)[1]
     assert "Too low" in ex.verdict("4.5", 1, m)[1]
-    m = _measured(profiling.machine_roof(10e9, 300e9))   # ridge 30: the change near batch 60
+    m = _measured(roofline.machine_roof(10e9, 300e9))   # ridge 30: the change near batch 60
     assert "ridge itself" in ex.verdict("4.5", 30, m)[1]
     assert "2x" in ex.verdict("4.5", 200, m)[1]
     for wrong in (30, 200, 1, 5000):

@@ -7,8 +7,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from inferlab import exercises as ex  # noqa: E402
+from inferlab.lessons.part5 import BatchPoint  # noqa: E402
 from inferlab.optimize import expected_speedup, quantize_tensor, residual  # noqa: E402
-from inferlab.optimize.measure import BatchPoint  # noqa: E402
 from inferlab.viz import optimize as viz  # noqa: E402
 
 

@@ -6,10 +6,11 @@ from matplotlib.figure import Figure
 
 import inferlab as il
 from inferlab import exercises as ex
-from inferlab import timing
 from inferlab.engine.baselines import decode_step_pair, one_at_a_time, static_batching
+from inferlab.engine import serving
 from inferlab.engine.serving import chat_workload, serve, serving_stats, snapshot
-from inferlab.timing import Ratio
+from inferlab.measure import timing
+from inferlab.measure.timing import Ratio
 from inferlab.viz import engine as viz
 
 
@@ -125,20 +126,20 @@ def test_rate_sweep_serves_every_rate_and_finds_the_sustained_rate(draft):
     prompts, params = chat_workload(tok, 8, prompt_len=(16, 64), median_output=16, output_len=(4, 32), seed=1)
     ways = {"engine": lambda t: serve(il.Engine(model, tok), prompts, params, t),
             "static batching": lambda t: static_batching(model, tok, prompts, params, t)}
-    result = viz.rate_sweep(ways, [1e4, 1.0], num_requests=8)
+    result = serving.rate_sweep(ways, [1e4, 1.0], num_requests=8)
     assert result["rates"] == [1.0, 1e4] and all(len(v) == 2 for v in result["stats"].values())
     slow, fast = result["stats"]["engine"]
     assert slow.num_requests == fast.num_requests == 8
     assert fast.throughput > slow.throughput          # a burst is served faster than arrivals a second apart
-    assert viz.sustained_rate(result, "engine", ttft_limit_s=1e9) == 1e4
-    assert viz.sustained_rate(result, "engine", ttft_limit_s=0.0) == 0.0
+    assert serving.sustained_rate(result, "engine", ttft_limit_s=1e9) == 1e4
+    assert serving.sustained_rate(result, "engine", ttft_limit_s=0.0) == 0.0
     fig = viz.plot_latency_vs_rate(result, ttft_limit_s=1.0)
     assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
     for bad in ([], [0], "10"):
         with pytest.raises(ValueError, match="rates"):
-            viz.rate_sweep(ways, bad, num_requests=8)
+            serving.rate_sweep(ways, bad, num_requests=8)
     with pytest.raises(TypeError, match="ways"):
-        viz.rate_sweep({}, [1.0], num_requests=8)
+        serving.rate_sweep({}, [1.0], num_requests=8)
 
 
 def test_wall_timing_reads_the_spread_of_served_runs(draft):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import inferlab as il
-from inferlab.corpus import load_corpus, split_corpus
-from inferlab.pretrained import CHECKPOINTS, load_tokenizer
-from inferlab.train import heldout_loss, token_tensor
+from inferlab.core.corpus import load_corpus, split_corpus
+from inferlab.core.pretrained import CHECKPOINTS, load_tokenizer
+from inferlab.core.train import heldout_loss, token_tensor
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

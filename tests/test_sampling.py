@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from inferlab.sampling import check_sampling_args, next_token_probs, sample_next, top_k_filter, top_p_filter
+from inferlab.core.sampling import check_sampling_args, next_token_probs, sample_next, top_k_filter, top_p_filter
 
 # A known distribution: probabilities 0.4, 0.3, 0.15, 0.1, 0.05 in a shuffled order.
 PROBS = torch.tensor([0.1, 0.4, 0.05, 0.3, 0.15])
@@ -86,7 +86,7 @@ def test_bad_sampling_controls(kwargs, error, words):
 
 def test_a_temperature_below_greedy_below_is_greedy_not_an_overflow():
     """Regression: logits / 1e-40 overflowed to inf and the draw raised; vLLM reads such temperatures as greedy."""
-    from inferlab.sampling import GREEDY_BELOW, next_token_probs, sample_next
+    from inferlab.core.sampling import GREEDY_BELOW, next_token_probs, sample_next
     logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.2]])
     for t in (1e-40, GREEDY_BELOW / 2):
         assert sample_next(logits, t).tolist() == [1, 0]

@@ -9,8 +9,7 @@ import inferlab as il
 from conftest import random_model
 from inferlab.engine.baselines import one_at_a_time, static_batching
 from inferlab.engine.paged_cache import KVPool
-from inferlab.engine.serving import (SimulatedClock, chat_workload, poisson_arrivals, serve, serve_in_turn,
-                                     serving_stats)
+from inferlab.engine.serving import SimulatedClock, chat_workload, poisson_arrivals, serve, serve_in_turn, serving_stats
 
 TOK = il.BPETokenizer()
 CFG = il.ModelConfig(vocab_size=300, d_model=32, n_layer=2, n_head=2, max_seq_len=128)

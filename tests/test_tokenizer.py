@@ -1,10 +1,9 @@
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 import inferlab as il
-from inferlab.pretrained import load_tokenizer
-from inferlab.tokenizer import _pieces
+from inferlab.core.pretrained import load_tokenizer
+from inferlab.core.tokenizer import _pieces
 
 SAMPLE = "The assert statement inserts debugging assertions into a program. " * 3 + "naïve café 🚀 日本語"
 
@@ -84,7 +83,7 @@ def test_merge_steps_follow_encode(bundled_tok):
 
 
 def test_pair_counts_pick_the_first_merge():
-    from inferlab.tokenizer import BPETokenizer, pair_counts
+    from inferlab.core.tokenizer import BPETokenizer, pair_counts
     text = "low lower lowest newer wider"
     counts = pair_counts(text)
     assert counts[(ord("l"), ord("o"))] == 3 and (ord("w"), ord(" ")) not in counts   # never across pieces

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import inferlab as il
-from inferlab.accounting import (cost_per_million_tokens, measure_inference_pass, measure_training_step,
-                                 weight_checksum)
-from inferlab.train import get_batch, heldout_loss, train
+from inferlab.core.train import get_batch, heldout_loss, train
+from inferlab.lessons.part1 import (cost_per_million_tokens, measure_inference_pass, measure_training_step,
+                                    weight_checksum)
+from inferlab.measure import machine
 
 CONFIG = il.ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, n_kv_head=2, arch="llama", max_seq_len=32)
 
@@ -91,9 +92,8 @@ def test_measure_bad_batch():
 
 # --- memory counted the same way for training and inference; alternation; batching evidence ---------------
 
-from inferlab.accounting import (LiveTensors, batch_sweep, batching_explanation,  # noqa: E402
-                                 compare_training_and_inference, count_torch_ops, decode_step_ops, greedy_margin,
-                                 seconds_per_small_op)
+from inferlab.lessons.part1 import (LiveTensors, batch_sweep, batching_explanation, compare_training_and_inference,
+                                    count_torch_ops, decode_step_ops, greedy_margin)
 
 
 def test_live_tensors_counts_what_is_alive_at_once():
@@ -151,7 +151,7 @@ def test_batch_sweep_and_the_ops_of_a_decode_step(byte_tokenizer):
     assert list(sweep.timings) == [1, 2, 4] and all(t.repeats == 2 for t in sweep.timings.values())
     assert isinstance(sweep.impossible, list) and isinstance(sweep.busy, str)
     assert decode_step_ops(model, byte_tokenizer, prompts[:1]) == decode_step_ops(model, byte_tokenizer, prompts) > 10
-    assert 0 < seconds_per_small_op(repeats=2, calls=50) < 0.01
+    assert 0 < machine.seconds_per_small_op(repeats=2, calls=50) < 0.01
     with pytest.raises(ValueError, match="prompts"):
         batch_sweep(model, byte_tokenizer, prompts, [1, 8])
     with pytest.raises(ValueError, match="batch_sizes"):
@@ -200,7 +200,7 @@ def test_train_says_when_the_time_budget_stopped_it():
 def test_forward_memory_and_optimizer_state_bytes():
     """Notebook 01a: training keeps what autograd saved, inference keeps nothing; SGD keeps no state,
     momentum one buffer per weight, AdamW two."""
-    from inferlab.accounting import forward_memory, optimizer_state_bytes
+    from inferlab.lessons.part1 import forward_memory, optimizer_state_bytes
 
     torch.manual_seed(0)
     model = il.GPT(il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=2, arch="llama", max_seq_len=64))

@@ -16,11 +16,11 @@ decided by the same rules as the engine's (``Request.append_token``), on a clock
 """
 from __future__ import annotations
 
-import math
 import itertools
+import math
 import time
 
-from ..generate import encode_prompt, generate, generate_batch
+from ..core.generate import encode_prompt, generate, generate_batch
 from .paged_cache import KVPool
 from .request import Request, RequestState
 from .serving import Served, per_prompt
@@ -120,7 +120,7 @@ def decode_step_pair(model, contexts: list[int], block_size: int = 16, seed: int
     keys: the difference is what paging costs without a kernel that reads blocks in place."""
     import torch
 
-    from ..profiling import decode_stepper
+    from ..measure.decode_step import decode_stepper
     from .paged_cache import PagedBatch
     if not isinstance(contexts, (list, tuple)) or not contexts or any(
             not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in contexts):

@@ -14,13 +14,13 @@ import math
 import numbers
 import time
 
-from ..generate import encode_prompt
+from ..core.generate import encode_prompt
 from ..progress import progress
 from ..validate import boolean, positive_int
 from .block_manager import BlockManager
 from .model_runner import ModelRunner
-from .paged_cache import KVPool
 from .outputs import RequestOutput
+from .paged_cache import KVPool
 from .request import Request, SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import sample_next
+from ..core.sampling import sample_next
 from .paged_cache import KVPool, PagedBatch, index_tensor
 from .scheduler import SchedulerOutput
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 
 
 class KVPool:

@@ -8,8 +8,8 @@ import enum
 import numbers
 from dataclasses import dataclass
 
-from ..generate import TextAssembler, check_stop
-from ..sampling import check_sampling_args, make_generator
+from ..core.generate import TextAssembler, check_stop
+from ..core.sampling import check_sampling_args, make_generator
 from ..validate import positive_int
 from .outputs import CompletionOutput, RequestMetrics, RequestOutput
 

@@ -9,6 +9,8 @@
 * ``serving_stats``: throughput, TTFT percentiles, TPOT, normalised latency and KV-memory waste, the
   measures of the vLLM paper (https://arxiv.org/abs/2309.06180).
 * ``snapshot``: the KV pool's blocks and block tables now, for pictures.
+* ``rate_sweep`` / ``sustained_rate``: the same requests at rising arrival rates, every way in turn; the highest
+  rate whose p99 time to first token stays within a limit (the vLLM paper's figure 12 method).
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..validate import positive_int, positive_number
 from .outputs import RequestOutput
 from .request import SamplingParams
 
 
 @lru_cache(maxsize=4)
 def _corpus_ids(tok, chars: int = 60000) -> tuple:
-    from ..corpus import load_corpus
+    from ..core.corpus import load_corpus
     return tuple(tok.encode(load_corpus()[:chars]))
 
 
@@ -51,8 +54,8 @@ def chat_workload(tok, num_requests: int = 64, prompt_len=(16, 256), median_outp
 
 def poisson_arrivals(num_requests: int, rate: float, seed: int = 0) -> list[float]:
     """Arrival times (s) of a Poisson process with ``rate`` requests per second; the first arrives at 0."""
-    if not rate > 0 or math.isinf(rate):
-        raise ValueError(f"rate must be a finite number of requests per second > 0, got {rate!r}")
+    positive_int("num_requests", num_requests)
+    positive_number("rate", rate)
     rng, t, times = random.Random(seed), 0.0, []
     for _ in range(num_requests):
         times.append(t)
@@ -229,3 +232,31 @@ def serve_in_turn(ways: dict, rounds: int = 3) -> dict:
         for label, fn in ways.items():
             runs[label].append(fn())
     return runs
+
+
+# --- latency against the request rate (notebook 06 and benchmarks/engine.py) ------------------------------
+
+def rate_sweep(ways: dict, rates, num_requests: int, seed: int = 1) -> dict:
+    """Serve the same requests arriving as a Poisson process (``poisson_arrivals``) at each rate
+    (requests per second), every way in turn at each rate. ``ways``: label -> function(arrival_times) returning a
+    ``Served``. Returns ``{"rates": [...], "stats": {label: [ServingStats per rate]}}``."""
+    if not isinstance(rates, (list, tuple)) or not rates:
+        raise ValueError(f"rates must be a non-empty list of positive numbers, got {rates!r}")
+    for i, r in enumerate(rates):
+        positive_number(f"rates[{i}]", r)
+    if not isinstance(ways, dict) or not ways or not all(callable(f) for f in ways.values()):
+        raise TypeError("ways must be a non-empty dict of label -> function(arrival_times) returning a Served")
+    rates = sorted(float(r) for r in rates)
+    stats = {label: [] for label in ways}
+    for rate in rates:
+        arrivals = poisson_arrivals(num_requests, rate, seed)
+        for label, fn in ways.items():
+            stats[label].append(serving_stats(fn(arrivals)))
+    return {"rates": rates, "stats": stats}
+
+
+def sustained_rate(result: dict, label: str, ttft_limit_s: float) -> float:
+    """The highest rate of the sweep at which ``label``'s p99 time to first token stayed within the limit
+    (0.0 if none did)."""
+    return max((r for r, s in zip(result["rates"], result["stats"][label]) if s.ttft_p99_s <= ttft_limit_s),
+               default=0.0)

@@ -21,8 +21,8 @@ import json
 import math
 import numbers
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 

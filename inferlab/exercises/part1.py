@@ -5,9 +5,8 @@ Each verify function recomputes the right answer from the package itself (the mo
 """
 from __future__ import annotations
 
-
-from . import compare_guess, as_number as _number, is_close as _close, exercise  # noqa: F401  (compare_guess: the notebook imports it from here)
-
+from . import (as_number as _number, compare_guess,  # noqa: F401  (compare_guess: the notebook imports it from here)
+               exercise, is_close as _close)
 
 # The small model notebook 01 trains live in section 2 (its cell builds ``small_cfg`` with these values;
 # tests/test_part1.py checks that the notebook and this dict agree).
@@ -15,7 +14,7 @@ LIVE_MODEL = dict(arch="llama", vocab_size=2048, d_model=96, n_layer=2, n_head=4
 
 
 def live_model_config():
-    from ..config import ModelConfig
+    from ..core.config import ModelConfig
 
     return ModelConfig(name="small", **LIVE_MODEL)
 
@@ -23,8 +22,8 @@ def live_model_config():
 def adamw_state_bytes(config=None) -> int:
     """Bytes of AdamW state (two float32 values per weight: m and v) for a config or config name
     (default: the small model notebook 01 trains)."""
-    from ..config import get_config
-    from ..model import GPT
+    from ..core.config import get_config
+    from ..core.model import GPT
 
     if config is None:
         config = live_model_config()
@@ -66,7 +65,7 @@ def _verify_adamw_state(answer):
 
 
 def _fake_result(tpot_s: float, n_tokens: int, ttft_s: float):
-    from ..generate import GenerationResult
+    from ..core.generate import GenerationResult
 
     total = ttft_s + tpot_s * (n_tokens - 1)
     return GenerationResult(text="x" * n_tokens, tokens=list(range(n_tokens)), prompt_tokens=[1, 2, 3],
@@ -121,12 +120,12 @@ Per hour the server costs 0.7 kW x 0.15 = 0.105 (electricity) + 2.50 (rent) = 2.
 
     sol_hours = 1e6 / 2500 / 3600
     answer = sol_hours * (700 / 1000 * 0.15 + 2.5)      # about 0.289
-    # the same with the package: inferlab.accounting.cost_per_million_tokens(2500, 700, 0.15, 2.5)
+    # the same with the package: inferlab.lessons.part1.cost_per_million_tokens(2500, 700, 0.15, 2.5)
 
 The rent dwarfs the electricity: what makes serving cheap is tokens per second per machine.
 ''')
 def _verify_cost(answer):
-    from ..accounting import cost_per_million_tokens
+    from ..lessons.part1 import cost_per_million_tokens
 
     value = _number(answer)
     c = COST_CASE

@@ -27,13 +27,13 @@ EX25_PROMPT = "This module provides"   # not the notebook's prompt: its pick is 
 
 @lru_cache(maxsize=1)
 def _tokenizer():
-    from ..pretrained import load_tokenizer
+    from ..core.pretrained import load_tokenizer
     return load_tokenizer()
 
 
 @lru_cache(maxsize=1)
 def _model_and_tokenizer():
-    from ..pretrained import load_pretrained
+    from ..core.pretrained import load_pretrained
     return load_pretrained()
 
 
@@ -64,7 +64,7 @@ IDS_NOT_VALUES = "Give token ids (positions in the logits list, counted from 0),
 
 
 def _survivors(logits, **controls) -> set[int]:
-    from ..sampling import next_token_probs
+    from ..core.sampling import next_token_probs
     probs = next_token_probs(torch.tensor(logits), **controls)
     return set(torch.nonzero(probs > 0).flatten().tolist())
 
@@ -157,7 +157,7 @@ Divide the logits by the temperature, then take the softmax:
 Dividing by a temperature below 1 stretches the gaps between logits (2, 1, 0 -> 4, 2, 0), so the
 top token takes more of the mass than at temperature 1 (0.665).""")
 def _check_23(answer):
-    from ..sampling import next_token_probs
+    from ..core.sampling import next_token_probs
     right = float(next_token_probs(torch.tensor(EX23_LOGITS), EX23_TEMPERATURE)[0])
     if isinstance(answer, torch.Tensor):
         answer = answer.item()
@@ -244,7 +244,7 @@ def _check_25(answer):
 
 
 def _layer_share(measured) -> tuple[float, bool]:
-    """(the layers' share of the stages' time, was the machine busy?) from ``anatomy.time_step``'s result
+    """(the layers' share of the stages' time, was the machine busy?) from ``lessons.part2.time_step``'s result
     (or a plain share, for tests)."""
     if hasattr(measured, "layers_s") and hasattr(measured, "sum_of_stages_s"):
         return measured.layers_s / measured.sum_of_stages_s, bool(measured.busy_note())

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from . import compare_guess, as_number as _number, is_close as _close, exercise  # noqa: F401  (compare_guess: the notebook imports it from here)
+from . import (as_number as _number, compare_guess,  # noqa: F401  (compare_guess: the notebook imports it from here)
+               exercise, is_close as _close)
 
 EX31 = {"model": "qwen2.5-0.5b", "seq_len": 32768, "dtype": torch.bfloat16}
 EX32 = {"model": "llama-2-7b", "seq_len": 6000, "memory_gb": 80, "dtype": torch.float16}  # 6,000: not a calculator setting
@@ -26,7 +27,7 @@ UNITS = (("GB (10^9 bytes)", 1e9), ("GiB (2^30 bytes)", 2 ** 30), ("MB (10^6 byt
 
 
 def _config(name):
-    from ..config import get_config
+    from ..core.config import get_config
     return get_config(name)
 
 
@@ -55,7 +56,7 @@ Every layer keeps a key and a value vector per token for each key/value head:
 Grouped-query attention is why it is small: only the 2 key/value heads are cached, not the 14 query heads.
 ''')
 def _verify_bytes(answer):
-    from ..counting import kv_cache_bytes
+    from ..measure.counting import kv_cache_bytes
     value = _number(answer)
     cfg = _config(EX31["model"])
     expected = kv_cache_bytes(cfg, EX31["seq_len"], 1, EX31["dtype"])
@@ -86,7 +87,7 @@ The weights take their share first; what is left holds whole sequences' caches:
 
     import inferlab as il
     import torch
-    from inferlab import counting
+    from inferlab.measure import counting
     llama = il.MODEL_CONFIGS["llama-2-7b"]
     llama_weights = counting.param_bytes(llama, torch.float16)     # 13.48e9 bytes
     llama_per_sequence = il.kv_cache_bytes(llama, 6000)             # 3.146e9 bytes (multi-head: 512 KiB/token)
@@ -96,7 +97,7 @@ The weights take their share first; what is left holds whole sequences' caches:
 A real server keeps some memory for activations and fragmentation too, so it fits a few fewer.
 ''')
 def _verify_fit(answer):
-    from ..counting import kv_cache_bytes, max_concurrent_sequences, param_bytes
+    from ..measure.counting import kv_cache_bytes, max_concurrent_sequences, param_bytes
     value = _number(answer)
     c = EX32
     cfg = _config(c["model"])
@@ -127,7 +128,7 @@ def _verify_fit(answer):
 
 @lru_cache(maxsize=1)
 def _bundled():
-    from ..pretrained import load_pretrained
+    from ..core.pretrained import load_pretrained
     return load_pretrained()
 
 
@@ -206,7 +207,7 @@ Prefill the prompt into the cache once, then feed only the newest token; the cac
 The model processes len(ids) + n - 1 tokens in all, instead of n * len(ids) + n * (n - 1) / 2 without a cache.
 ''')
 def _verify_cached_loop(answer):
-    from ..generate import generate
+    from ..core.generate import generate
     if not callable(answer):
         return False, "Give a function, e.g. def answer(model, ids, n): ... (it returns a list of token ids)."
     model, tok = _bundled()
@@ -257,7 +258,7 @@ def _verify_cached_loop(answer):
 
 def _ex34_answers() -> dict:
     """The context length each justified way of counting the weights gives (exercise 3.4)."""
-    from ..counting import kv_cache_bytes, step_count, param_bytes
+    from ..measure.counting import kv_cache_bytes, param_bytes, step_count
     c = EX34
     cfg = _config(c["model"])
     per_token = kv_cache_bytes(cfg, 1, c["batch_size"], c["dtype"])
@@ -287,7 +288,7 @@ The weights are read once per step for the whole batch; every sequence's cache i
     import math
     import inferlab as il
     import torch
-    from inferlab import counting
+    from inferlab.measure import counting
     llama3 = il.MODEL_CONFIGS["llama-3-8b"]
     llama3_read = counting.step_count(llama3, 1, 1, 16, torch.float16).weight_bytes   # 15.01e9 bytes read
     llama3_cache_per_token = il.kv_cache_bytes(llama3, 1) * 16         # 128 KiB x 16 sequences

@@ -1,15 +1,14 @@
 """Exercises of notebook 04 (bottlenecks): ``ex.check("4.1", answer)`` ... ``"4.5"`` (4.4 sits in the deep
 dive 04b; 4.5 is a prediction checked against the learner's own measured roofs and batch sweep).
 
-Every check recomputes the right answer with the package's own code (``counting``, ``profiling``,
-``queueing``), so it tests the idea, not a number copied from the notebook.
+Every check recomputes the right answer with the package's own code (``measure.counting``, ``measure.roofline``,
+``lessons.part4``), so it tests the idea, not a number copied from the notebook.
 """
 from __future__ import annotations
 
-
 import torch
 
-from . import compare_guess, as_number as _number, is_close as _close, exercise
+from . import as_number as _number, compare_guess, exercise, is_close as _close
 
 EX41 = {"model": "llama-2-7b", "batch_size": 8, "n_context": 1024, "dtype": torch.float16}
 EX42 = {"model": "llama-3-8b", "hardware": "h100", "n_context": 1, "dtype": torch.bfloat16}
@@ -18,7 +17,7 @@ EX44 = {"rate": 1.5, "service_s": 0.5}
 
 
 def _config(name):
-    from ..config import get_config
+    from ..core.config import get_config
     return get_config(name)
 
 
@@ -33,7 +32,7 @@ over its 1,024 keys. Bytes: the weights once for the whole batch, plus each sequ
 
     import torch
     import inferlab as il
-    from inferlab import counting
+    from inferlab.measure import counting
     sol_cfg = il.MODEL_CONFIGS["llama-2-7b"]
     sol_step = counting.step_count(sol_cfg, n_new=1, n_context=1024, batch_size=8, dtype=torch.float16)
     answer_41 = sol_step.flops / sol_step.bytes     # = sol_step.intensity, about 6.3 FLOP/byte
@@ -45,7 +44,7 @@ Without the caches it would be about 8 (2 FLOPs per weight per sequence over 2 b
 caches every sequence reads on its own pull it down. Far below any accelerator's ridge: memory-bound.
 ''')
 def _verify_intensity(answer):
-    from ..counting import step_count, param_bytes
+    from ..measure.counting import param_bytes, step_count
     value = _number(answer)
     cfg = _config(EX41["model"])
     c = step_count(cfg, 1, EX41["n_context"], EX41["batch_size"], EX41["dtype"])
@@ -73,7 +72,7 @@ def _verify_intensity(answer):
 
 @exercise(
     "4.2",
-    question=("On an H100 (bfloat16, published roofs: profiling.hardware_roof('h100', torch.bfloat16)), from what "
+    question=("On an H100 (bfloat16, published roofs: roofline.hardware_roof('h100', torch.bfloat16)), from what "
               "batch size on is a decode step of Llama-3-8B compute-bound? Take a context of 1 token (no cache "
               "to read). Give an int."),
     solution='''
@@ -81,20 +80,20 @@ A step is compute-bound once its intensity reaches the ridge point, peak FLOP/s 
 
     import torch
     import inferlab as il
-    from inferlab import profiling
-    sol_roof = profiling.hardware_roof("h100", torch.bfloat16)     # 989.4e12 / 3.35e12 = 295 FLOP/byte
+    from inferlab.measure import roofline
+    sol_roof = roofline.hardware_roof("h100", torch.bfloat16)     # 989.4e12 / 3.35e12 = 295 FLOP/byte
     sol_cfg = il.MODEL_CONFIGS["llama-3-8b"]
     # intensity at batch B is about 2 x B FLOPs per weight / 2 bytes per weight = B, so B ~ 296; counted
     # exactly (the head, the cache writes) it is a little less than B:
-    answer_42 = profiling.critical_batch(sol_cfg, 1, sol_roof, torch.bfloat16)
+    answer_42 = roofline.critical_batch(sol_cfg, 1, sol_roof, torch.bfloat16)
 
 Below that batch, adding sequences is almost free (the weights are read anyway): the reason servers batch.
 ''')
 def _verify_critical(answer):
     import math
 
-    from ..counting import dtype_bytes
-    from ..profiling import critical_batch, hardware_roof
+    from ..measure.counting import dtype_bytes
+    from ..measure.roofline import critical_batch, hardware_roof
     value = _number(answer)
     roof = hardware_roof(EX42["hardware"], EX42["dtype"])
     expected = critical_batch(_config(EX42["model"]), EX42["n_context"], roof, EX42["dtype"])
@@ -125,8 +124,8 @@ At batch 1 the step is memory-bound: it cannot be faster than reading every weig
 
     import torch
     import inferlab as il
-    from inferlab import counting, profiling
-    sol_roof = profiling.hardware_roof("a100", torch.float16)
+    from inferlab.measure import counting, roofline
+    sol_roof = roofline.hardware_roof("a100", torch.float16)
     sol_step = counting.step_count(il.MODEL_CONFIGS["llama-2-7b"], 1, 1, 1, torch.float16)   # about 13.2 GB
     answer_43 = sol_roof.bandwidth / sol_step.bytes      # about 154 tokens/s; the FLOPs would allow 23,600
 
@@ -135,8 +134,8 @@ either convention passes.) gpt-fast's README reports 104.9 tokens/s for this mod
 A100-80GB limited to 330 W, i.e. 1,397 GB/s: about two thirds of the datasheet's bandwidth.
 ''')
 def _verify_tokens(answer):
-    from ..counting import step_count, param_bytes
-    from ..profiling import hardware_roof
+    from ..measure.counting import param_bytes, step_count
+    from ..measure.roofline import hardware_roof
     value = _number(answer)
     roof = hardware_roof(EX43["hardware"], EX43["dtype"])
     cfg = _config(EX43["model"])
@@ -165,13 +164,13 @@ def _verify_tokens(answer):
 The server is busy rho = 1.5 x 0.5 = 75% of the time. A random arrival waits on average
 rho x s / (2 (1 - rho)) = 0.75 x 0.5 / 0.5 = 0.75 s, then is served in 0.5 s:
 
-    from inferlab import queueing
-    answer_44 = queueing.md1_latency(1.5, 0.5)    # 1.25 s: two and a half times the service time
+    from inferlab.lessons import part4
+    answer_44 = part4.md1_latency(1.5, 0.5)    # 1.25 s: two and a half times the service time
 
 At 95% busy it would be 5.25 s. The fix is not a faster part but serving several requests together.
 ''')
 def _verify_queue(answer):
-    from ..queueing import md1_latency
+    from ..lessons.part4 import md1_latency
     value = _number(answer)
     expected = md1_latency(EX44["rate"], EX44["service_s"])
     if _close(value, expected, 0.02):

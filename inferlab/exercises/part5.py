@@ -227,8 +227,8 @@ With 32 key/value heads (multi-head attention) it would be four times as much; a
 takes about 1 GiB per sequence instead of 4.
 ''')
 def _verify_gqa_bytes(answer):
-    from ..counting import kv_cache_bytes
-    from ..config import get_config
+    from ..core.config import get_config
+    from ..measure.counting import kv_cache_bytes
     value = _number(answer)
     cfg = get_config(EX56["model"])
     expected = kv_cache_bytes(cfg, 1, 1, EX56["dtype"])

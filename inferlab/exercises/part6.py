@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numbers
 
-from . import compare_guess, as_number as _number, exercise  # noqa: F401  (compare_guess: the notebook imports it from here)
+from . import (as_number as _number, compare_guess,  # noqa: F401  (compare_guess: the notebook imports it from here)
+               exercise)
 
 EX61 = {"prompt": 100, "max_tokens": 30, "block_size": 16}
 EX62 = {"block_table": [7, 2, 9], "block_size": 16, "position": 37}

@@ -7,23 +7,20 @@ One idea per module:
 * ``tiled_attention``: the online softmax behind FlashAttention (``tiled_attention``);
 * ``speculative``: a draft model proposes, the target verifies (``speculative_generate``);
 * ``compile``: a static cache and ``torch.compile`` (opt-in);
-* ``measure``: the shared yardsticks (decode step time, quality against float32 as KL divergence and loss,
-  weight formats' decode speed on the bundled and on a memory-bound model, batching, GQA, speculative runs).
+* ``distill``: training the draft model on the target's own answers.
+
+The yardsticks that compare them (decode step time, quality against float32, the formats' speed on a
+memory-bound model, batching, GQA, speculative runs) are lesson 5's helpers: ``inferlab.lessons.part5``.
 """
 from .compile import StaticKVCache, compile_model
-from .measure import (FORMATS, batching_sweep, decode_step_time, format_speeds, gqa_sweep, greedy_agreement,
-                      heldout_loss, in_format, inference_mode_cost, memory_bound_model, quality_vs_reference,
-                      speculative_sweep, step_cost)
 from .precision import GEMV_PATHS, PRECISIONS, Linear16, fastest_gemv_path, native_support, to_precision
 from .quantize import (INT8_PATHS, SCHEMES, QuantizedEmbedding, QuantizedLinear, dequantize_tensor, fastest_int8_path,
                        int8_linear, quantize_model, quantize_tensor, quantized_bytes)
 from .speculative import SpeculativeResult, expected_speedup, residual, speculative_generate
 from .tiled_attention import largest_intermediate_bytes, standard_attention, tiled_attention
 
-__all__ = ["StaticKVCache", "compile_model", "FORMATS", "batching_sweep", "decode_step_time", "format_speeds",
-           "gqa_sweep", "greedy_agreement", "heldout_loss", "in_format", "inference_mode_cost", "memory_bound_model",
-           "quality_vs_reference", "speculative_sweep", "step_cost", "GEMV_PATHS", "PRECISIONS", "Linear16",
-           "fastest_gemv_path", "native_support", "to_precision",
-           "INT8_PATHS", "SCHEMES", "QuantizedEmbedding", "QuantizedLinear", "dequantize_tensor", "fastest_int8_path",
-           "int8_linear", "quantize_model", "quantize_tensor", "quantized_bytes", "SpeculativeResult", "expected_speedup", "residual",
-           "speculative_generate", "largest_intermediate_bytes", "standard_attention", "tiled_attention"]
+__all__ = ["StaticKVCache", "compile_model", "GEMV_PATHS", "PRECISIONS", "Linear16", "fastest_gemv_path",
+           "native_support", "to_precision", "INT8_PATHS", "SCHEMES", "QuantizedEmbedding", "QuantizedLinear",
+           "dequantize_tensor", "fastest_int8_path", "int8_linear", "quantize_model", "quantize_tensor",
+           "quantized_bytes", "SpeculativeResult", "expected_speedup", "residual", "speculative_generate",
+           "largest_intermediate_bytes", "standard_attention", "tiled_attention"]

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..kvcache import KVCache
+from ..core.kvcache import KVCache
 
 
 class StaticKVCache(KVCache):
@@ -38,7 +38,7 @@ def compile_model(model, mode: str | None = None, dynamic: bool | None = None):
 def time_compiled_decode(model, context: int = 32, steps: int = 20, mode: str | None = None):
     """(compile seconds, eager step seconds, compiled step seconds, same logits?) for decode steps
     through a ``StaticKVCache``. Opt-in: compiling takes tens of seconds on a laptop CPU."""
-    from ..timing import measure
+    from ..measure.timing import measure
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (1, context + 1), generator=gen)

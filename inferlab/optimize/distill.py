@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..generate import generate_batch
+from ..core.generate import generate_batch
 
 
 def distillation_loss(teacher):

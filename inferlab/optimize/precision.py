@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..timing import cpu_flags
+from ..measure.timing import cpu_flags
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # CPU feature flags (Linux /proc/cpuinfo) that give native 16-bit arithmetic
@@ -72,7 +72,7 @@ def gemv_path_times(device="cpu", dtype=torch.bfloat16, out_features: int = 4096
                     repeats: int = 5) -> dict:
     """Seconds per one-row product with an ``[out, in]`` matrix by each path that runs on ``device`` and gives
     the right result, timed in alternation (each sample repeats small products, so a fixed cost per call counts)."""
-    from ..timing import compare
+    from ..measure.timing import compare
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
     w = (torch.randn(out_features, in_features, generator=g) * 0.02).to(device, dtype)

@@ -158,7 +158,7 @@ def int8_path_times(device="cpu", dtype=torch.float32, out_features: int = 4096,
                     repeats: int = 5) -> dict:
     """Seconds per call of each int8 path on one ``[out, in]`` matrix and one row of activations (a decode
     step's shape), timed in alternation. Paths that fail on this device, or give a wrong result, are left out."""
-    from ..timing import compare
+    from ..measure.timing import compare
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
     w = (torch.randn(out_features, in_features, generator=g) * 0.02).to(device)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..generate import check_max_new_tokens, encode_prompt, token_bytes
-from ..kvcache import KVCache
-from ..sampling import check_sampling_args, make_generator, next_token_probs
+from ..core.generate import check_max_new_tokens, encode_prompt, token_bytes
+from ..core.kvcache import KVCache
+from ..core.sampling import check_sampling_args, make_generator, next_token_probs
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Plots, widget callbacks and the rate sweep of notebook 06 (the inference engine) and its deep dives.
+"""Plots and widget callbacks of notebook 06 (the inference engine) and its deep dives.
 
 Every function returns a matplotlib ``Figure`` built without pyplot:
 
@@ -15,7 +15,7 @@ Every function returns a matplotlib ``Figure`` built without pyplot:
 * ``engine_view(arrival_rate, kv_tokens, block_size)`` + ``serving_widget()``: serves a seeded workload with the
   bundled draft model, by the engine and by static batching at the same KV memory, and shows each request's
   timeline; ``request_segments`` reads a request's waiting, prefill and decode spans from the recorded steps;
-* ``rate_sweep(ways, rates)`` + ``plot_latency_vs_rate(result)``: normalised latency against the request rate,
+* ``plot_latency_vs_rate(result)`` (of ``serving.rate_sweep(ways, rates)``): normalised latency against the request rate,
   the vLLM paper's main figure (https://arxiv.org/abs/2309.06180, figure 12).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ SHARED, CACHED, FREE = "#6a3d9a", "#e5d8f0", "#f2f2f2"
 
 def wall_timing(runs):
     """A ``timing.Timing`` of several ``Served`` runs' wall times, for ``timing.busy_note``."""
-    from ..timing import from_samples
+    from ..measure.timing import from_samples
     return from_samples([r.wall_s for r in runs])
 
 
@@ -298,6 +298,7 @@ def kv_memory_widget(block_size: int = 16, max_tokens: int = 512):
     """Notebook 06's KV-memory widget: sliders for the block size and the longest answer a request asks for;
     the figure shows how much reserved KV memory holds tokens under each way of reserving."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     controls = {"block_size": widgets.SelectionSlider(options=BLOCK_SIZES, value=block_size, description="block size",
                                                       continuous_update=False),
@@ -314,7 +315,7 @@ def kv_memory_widget(block_size: int = 16, max_tokens: int = 512):
 
 @lru_cache(maxsize=1)
 def _draft():
-    from ..pretrained import load_pretrained
+    from ..core.pretrained import load_pretrained
     return load_pretrained("draft")
 
 
@@ -464,6 +465,7 @@ def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_siz
     setting serves the same seeded workload with the bundled draft model by the engine and by static batching
     at the same KV memory (``engine_view``)."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     controls = {"arrival_rate": widgets.FloatLogSlider(value=arrival_rate, base=10, min=0, max=4, step=0.25,
                                                        description="requests/s", continuous_update=False),
@@ -480,32 +482,6 @@ def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_siz
 
 
 # --- latency against the request rate --------------------------------------------------------------------
-
-def rate_sweep(ways: dict, rates, num_requests: int, seed: int = 1) -> dict:
-    """Serve the same requests arriving as a Poisson process (``serving.poisson_arrivals``) at each rate
-    (requests per second), every way in turn at each rate. ``ways``: label -> function(arrival_times) returning a
-    ``Served``. Returns ``{"rates": [...], "stats": {label: [ServingStats per rate]}}``."""
-    from ..engine.serving import poisson_arrivals, serving_stats
-    if not isinstance(rates, (list, tuple)) or not rates:
-        raise ValueError(f"rates must be a non-empty list of positive numbers, got {rates!r}")
-    _check_positive(**{f"rates[{i}]": r for i, r in enumerate(rates)})
-    if not isinstance(ways, dict) or not ways or not all(callable(f) for f in ways.values()):
-        raise TypeError("ways must be a non-empty dict of label -> function(arrival_times) returning a Served")
-    rates = sorted(float(r) for r in rates)
-    stats = {label: [] for label in ways}
-    for rate in rates:
-        arrivals = poisson_arrivals(num_requests, rate, seed)
-        for label, fn in ways.items():
-            stats[label].append(serving_stats(fn(arrivals)))
-    return {"rates": rates, "stats": stats}
-
-
-def sustained_rate(result: dict, label: str, ttft_limit_s: float) -> float:
-    """The highest rate of the sweep at which ``label``'s p99 time to first token stayed within the limit
-    (0.0 if none did)."""
-    return max((r for r, s in zip(result["rates"], result["stats"][label]) if s.ttft_p99_s <= ttft_limit_s),
-               default=0.0)
-
 
 def plot_latency_vs_rate(result: dict, ttft_limit_s: float | None = None) -> Figure:
     """Left: normalised latency (end-to-end seconds per output token, mean over requests) against the request

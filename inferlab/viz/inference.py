@@ -24,8 +24,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..sampling import next_token_probs
-from ..tokenizer import token_table
+from ..core.sampling import next_token_probs
+from ..core.tokenizer import token_table
 
 DPI = 150   # legible at GitHub's width
 KEPT, DROPPED, RAW, ACCENT = "#3b75af", "#d9d9d9", "#bdbdbd", "#d62728"
@@ -160,7 +160,7 @@ def plot_residual_stream(outputs, tok, ids) -> Figure:
 
     ``outputs``: ``anatomy.forward_by_stage(model, ids)``.
     """
-    from ..anatomy import token_rms
+    from ..lessons.part2 import token_rms
     rms = token_rms(outputs).numpy()
     labels = [mathtext_safe(token_label(tok, i)) for i in ids]
     fig = Figure(figsize=(10, 3.4), dpi=DPI)
@@ -416,6 +416,7 @@ TOKEN_DEMO_TEXT = "Köln — the return value is None 🐍"   # the text box's d
 def token_widget(tok, text: str = TOKEN_DEMO_TEXT):
     """Notebook 02's text box: type any text, see its tokens (``token_view``)."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     box = widgets.Text(value=text, description="text", continuous_update=False, layout=widgets.Layout(width="90%"))
     widget = interactive(lambda text: token_view(tok, text), text=box)
@@ -427,6 +428,7 @@ def sampling_widget(logits: torch.Tensor, tok, temperature: float = 1.0, top_k: 
     """Notebook 02's sampling sliders: temperature, top-k (0 = off) and top-p (1.0 = off) on ``logits``
     (``sampling_view``)."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     sliders = {"temperature": widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
                                                   continuous_update=False),
@@ -442,6 +444,7 @@ def step_widget(result, tok=None, step: int = 0):
     """Notebook 02's step slider: walk through a traced generation one forward pass at a time
     (``trace_step_view``); ``result``: ``il.generate(..., trace=True)``."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     if not result.trace:
         raise ValueError("result has no trace: call il.generate(..., trace=True)")

@@ -11,7 +11,7 @@ widgets' values as plain arguments:
 ``cache_widget`` and ``memory_widget`` put each widget and a picture of its default state (drawn by the
 same callback) in one output (``inferlab.viz.live``).
 
-``plot_context_sweep`` draws the long-context measurement (``phases.context_sweep``).
+``plot_context_sweep`` draws the long-context measurement (``lessons.part3.context_sweep``).
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..config import get_config
-from ..counting import kv_cache_bytes
-from ..phases import (attention_kind, decode_flops, format_bytes, format_bytes_binary, memory_budget,
-                      prefill_flops)
+from ..core.config import get_config
+from ..lessons.part3 import (attention_kind, decode_flops, format_bytes, format_bytes_binary, memory_budget,
+                             prefill_flops)
+from ..measure.counting import kv_cache_bytes
 from .inference import drawable_text, mathtext_safe, token_label
 
 DPI = 150   # legible at GitHub's width
@@ -87,7 +87,7 @@ def plot_prefill(prefill, config, title: str = "") -> Figure:
 
 
 def plot_decode(decodes, config, title: str = "", log: bool = False) -> Figure:
-    """Time of one decode step against its position for each kind of cache (``phases.time_decode``
+    """Time of one decode step against its position for each kind of cache (``lessons.part3.time_decode``
     results), beside the matmul FLOPs of the same step with and without the cache."""
     fig = Figure(figsize=(10, 3.4), dpi=DPI)
     ax1, ax2 = fig.subplots(1, 2)
@@ -190,7 +190,7 @@ def cache_step_view(trace, tok, step: int = 0, layer: int = 0, head: int = -1) -
 # --- sizing the cache of real models --------------------------------------------------------------------
 
 def plot_kv_per_token(rows) -> Figure:
-    """KiB of KV cache per token for each model (``phases.kv_cache_rows``), coloured by attention kind."""
+    """KiB of KV cache per token for each model (``lessons.part3.kv_cache_rows``), coloured by attention kind."""
     fig = Figure(figsize=(10, 0.6 + 0.34 * len(rows)), dpi=DPI)
     ax = fig.add_subplot()
     kib = [r["bytes_per_token"] / 1024 for r in rows]
@@ -264,7 +264,7 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
 # --- long context: the cache overtakes the weights ------------------------------------------------------
 
 def plot_context_sweep(sweep) -> Figure:
-    """A decode step of a batch against context length (``phases.context_sweep``): measured time beside the
+    """A decode step of a batch against context length (``lessons.part3.context_sweep``): measured time beside the
     time predicted from the bytes it reads (left), and those bytes, weights against caches (right)."""
     ctx = np.array(sweep.contexts)
     fig = Figure(figsize=(10, 3.4), dpi=DPI)
@@ -302,9 +302,10 @@ def plot_context_sweep(sweep) -> Figure:
 # --- the live widgets of notebook 03 ----------------------------------------------------------------------
 
 def cache_widget(trace, tok, step: int = 4, layer: int = 0, head: int = -1):
-    """Notebook 03's generation slider over ``trace`` (``phases.trace_cache``): step, layer and query head
+    """Notebook 03's generation slider over ``trace`` (``lessons.part3.trace_cache``): step, layer and query head
     (``cache_step_view``), with a picture of the default state."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     cfg = trace.config
     heads = [("mean of heads", -1)] + [(f"head {h}", h) for h in range(cfg.n_head)]
@@ -326,7 +327,8 @@ def memory_widget(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_si
     """Notebook 03's KV cache calculator (``memory_view``): model, tokens per sequence, sequences, number
     format and accelerator memory, with a picture of the default state."""
     import ipywidgets as widgets
-    from ..config import MODEL_CONFIGS
+
+    from ..core.config import MODEL_CONFIGS
     from .live import interactive, live
     lengths = [2 ** k for k in range(9, 18)]
     if seq_len not in lengths:

@@ -155,6 +155,7 @@ def tradeoff_widget(measurements: dict, weights: str = "int8", batch_size: int =
     """Notebook 05's trade-off explorer as a live widget: a weight format, a batch size (of those measured)
     and speculation on or off (``tradeoff_view``), shown with its default state's picture."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     combine(measurements, weights, batch_size, speculative)   # a clear error for a default never measured
     controls = {"weights": widgets.Dropdown(options=list(measurements["formats"]), value=weights,
@@ -281,6 +282,7 @@ def speculative_widget(alpha: float, c: float, measured: dict | None = None, max
     """Section 6's live widget: sliders for the acceptance rate ``alpha`` and the draft cost ``c``, starting
     at the values measured in the notebook; the curve is ``speculative_view``'s expected speedup per gamma."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     alpha, c = round(float(alpha), 2), round(min(float(c), 1.0), 2)
     speculative_view(alpha, c, max_gamma)   # a clear error for a bad default

@@ -13,10 +13,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..config import ModelConfig, get_config
-from ..counting import step_count
-from ..profiling import decode_count
-from ..profiling import HARDWARE, Roof, critical_batch, hardware_roof, predict_decode
+from ..core.config import ModelConfig, get_config
+from ..measure.counting import step_count
+from ..measure.roofline import HARDWARE, Roof, critical_batch, decode_count, hardware_roof, predict_decode
 
 DPI = 150   # legible at GitHub's width
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,7 +65,7 @@ def plot_roofline(roofs, points=(), title: str = "") -> Figure:
 
 
 def plot_bandwidth_sweep(sweep, caches: dict | None = None, threads: int | None = None) -> Figure:
-    """Read bandwidth against working-set size (``profiling.bandwidth_sweep``), cache sizes marked."""
+    """Read bandwidth against working-set size (``measure.machine.bandwidth_sweep``), cache sizes marked."""
     fig = Figure(figsize=(10, 3.6), dpi=DPI)
     ax = fig.add_subplot()
     sizes = [b.nbytes for b in sweep]
@@ -124,7 +123,7 @@ def plot_batch_sweep(batch_sizes, step_s, predicted_s=None, critical=None) -> Fi
 
 
 def plot_queue(rows_by_label: dict, md1=None) -> Figure:
-    """Mean and p95 latency against arrival rate for each server (``queueing.latency_sweep`` rows)."""
+    """Mean and p95 latency against arrival rate for each server (``lessons.part4.latency_sweep`` rows)."""
     fig = Figure(figsize=(10, 3.6), dpi=DPI)
     ax = fig.add_subplot()
     for i, (label, rows) in enumerate(rows_by_label.items()):
@@ -220,7 +219,8 @@ def roofline_widget(machine: Roof | None = None, hardware: str = "h100", config_
     """Notebook 04's roofline explorer: chip (or this machine's measured ``machine`` roof), model, batch,
     context and number format (``roofline_view``), shown with a picture of its default state."""
     import ipywidgets as widgets
-    from ..config import MODEL_CONFIGS
+
+    from ..core.config import MODEL_CONFIGS
     from .live import interactive, live
     controls = {
         "hardware": widgets.Dropdown(options=hardware_options(machine), value=hardware, description="hardware"),
@@ -308,6 +308,7 @@ def overhead_widget(base: ModelConfig, roof: Roof, fixed_ms: float, measured: di
     """Notebook 04's overhead model as a live widget: sliders for the fixed cost per step and the batch
     (``overhead_view``); ``fixed_ms`` (the measured fixed cost) is the default and joins the slider's options."""
     import ipywidgets as widgets
+
     from .live import interactive, live
     fixed_ms = float(f"{fixed_ms:.2g}")
     options = sorted(set(FIXED_MS) | {fixed_ms})

@@ -11,7 +11,7 @@ import textwrap
 
 import matplotlib.pyplot as plt
 
-from ..accounting import cost_per_million_tokens
+from ..lessons.part1 import cost_per_million_tokens
 
 MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer state": "#c44e52",
                  "activations": "#55a868"}
@@ -101,7 +101,7 @@ def _stacked_bars(ax, bars: list[dict], colors: dict, labels: list[str], unit: s
 def plot_step_comparison(train_cost, infer_cost, time_ratio: float | None = None):
     """Time and memory of one training step against one inference pass on the same batch (notebook 01).
 
-    Takes two ``accounting.StepCost`` results (``compare_training_and_inference``, or
+    Takes two ``lessons.part1.StepCost`` results (``compare_training_and_inference``, or
     ``measure_training_step`` and ``measure_inference_pass``). ``time_ratio`` is the title's ratio
     (give the paired ratio the notebook prints, so both say the same); default: the medians' ratio.
     """
@@ -200,6 +200,7 @@ def training_widget(history, step: int | None = None):
     """Notebook 01's training slider: the loss curve up to a step and the sample written then
     (``training_snapshot``), shown with a picture of its default state (``viz.live.live``)."""
     import ipywidgets as widgets
+
     from .live import interactive, live
 
     if not history.steps:
@@ -221,6 +222,7 @@ def cost_widget(throughputs: dict, watts: float, price_per_kwh: float, hardware_
     """Notebook 01's cost calculator: sliders for the power draw, the electricity price and an hourly
     hardware cost over the measured ``throughputs`` (``cost_calculator``), with its default picture."""
     import ipywidgets as widgets
+
     from .live import interactive, live
 
     sliders = {"watts": widgets.FloatSlider(value=watts, min=5, max=1000, step=5, continuous_update=False),

@@ -12,7 +12,8 @@ import gzip
 import sysconfig
 from pathlib import Path
 
-ASSETS = Path(__file__).parent / "assets"
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"   # inferlab/assets
 CORPUS_FILE = ASSETS / "corpus.txt.gz"
 HELDOUT_FRACTION = 0.05
 _SKIP = {"site-packages", "test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo", "ensurepip", "pydoc_data"}

@@ -15,9 +15,9 @@ from typing import Iterator
 
 import torch
 
+from ..validate import boolean
 from .kvcache import KVCache
 from .sampling import check_sampling_args, make_generator, next_token_probs, sample_next
-from .validate import boolean
 
 
 @dataclass

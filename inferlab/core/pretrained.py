@@ -14,7 +14,7 @@ from .config import ModelConfig
 from .model import GPT
 from .tokenizer import BPETokenizer
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"   # inferlab/assets
 CHECKPOINTS = {"main": ASSETS / "main.pt", "draft": ASSETS / "draft.pt"}
 TOKENIZER_FILE = ASSETS / "tokenizer.json"
 

@@ -16,10 +16,9 @@ from typing import Callable
 
 import torch
 
-from .model import GPT, causal_mask
-from .sampling import sample_next
-from .timing import Timing, busy_note, compare, measure
-
+from ..core.model import GPT, causal_mask
+from ..core.sampling import sample_next
+from ..measure.timing import Timing, busy_note, compare, measure
 
 # --- the forward pass, one stage at a time ---------------------------------------------------------
 
@@ -248,7 +247,7 @@ def ops_by_stage(model: GPT, tok, prompt: str, temperature: float = 0.0, top_k=N
     """How many torch operations each stage of one generation step runs (notebook 02's deep dive on a
     step's time): every operation pays a fixed cost (Python, dispatch, a kernel launch) whatever its size.
     Keys as in ``time_step``'s stages, plus ``whole step``."""
-    from .accounting import count_torch_ops
+    from .part1 import count_torch_ops
     was_training = model.training
     model.eval()
     try:
@@ -310,12 +309,12 @@ def step_findings(timing: StepTiming) -> list[str]:
 def overhead_findings(timing: StepTiming, ops: dict[str, int], per_op_s: float) -> list[str]:
     """Sentences on where one step's fixed costs come from (notebook 02's deep dive 02c): ``ops`` from
     ``ops_by_stage``, ``per_op_s`` the measured time of one tiny torch operation
-    (``accounting.seconds_per_small_op``). Each claim is checked against the numbers before it is made."""
+    (``measure.machine.seconds_per_small_op``). Each claim is checked against the numbers before it is made."""
     if not isinstance(per_op_s, (int, float)) or not per_op_s > 0:
         raise ValueError(f"per_op_s must be a positive number of seconds, got {per_op_s!r}")
     missing = [k for k in [*timing.stages, "whole step"] if k not in ops]
     if missing:
-        raise ValueError(f"ops lacks the stages {missing}: pass anatomy.ops_by_stage(...) for the same step")
+        raise ValueError(f"ops lacks the stages {missing}: pass lessons.part2.ops_by_stage(...) for the same step")
     us = lambda s: f"{s * 1e6:,.1f} µs"  # noqa: E731
     fixed = ops["whole step"] * per_op_s
     lines = [f"One tiny torch operation (an addition on 64 numbers) took {us(per_op_s)} here: the fixed cost "

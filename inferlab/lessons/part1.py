@@ -21,7 +21,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from . import timing
+from ..measure import timing
 
 
 def weight_checksum(model: torch.nn.Module) -> str:
@@ -314,7 +314,7 @@ def batch_sweep(model, tok, prompts, batch_sizes, new_tokens: int = 32, repeats:
     """Greedy ``il.generate_batch`` of the first ``b`` prompts for each ``b`` in ``batch_sizes``, the
     sizes timed in alternation (1, 2, 4, ..., 1, 2, 4, ...) ``repeats`` times after ``warmup`` untimed
     rounds; each figure is the median over the repeats (notebook 01)."""
-    from .generate import generate_batch
+    from ..core.generate import generate_batch
 
     batch_sizes = list(batch_sizes)
     if not batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in batch_sizes):
@@ -339,22 +339,13 @@ def batch_sweep(model, tok, prompts, batch_sizes, new_tokens: int = 32, repeats:
 def decode_step_ops(model, tok, prompts) -> int:
     """Torch operations in one decode step of ``il.generate_batch`` over ``prompts`` (the step's forward
     pass and the pick of the next tokens): the calls of 3 new tokens minus those of 2."""
-    from .generate import generate_batch
+    from ..core.generate import generate_batch
 
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts must be a non-empty list of prompts")
     prompts = list(prompts)
     return (count_torch_ops(lambda: generate_batch(model, tok, prompts, max_new_tokens=3))
             - count_torch_ops(lambda: generate_batch(model, tok, prompts, max_new_tokens=2)))
-
-
-def seconds_per_small_op(repeats: int = 7, calls: int = 500) -> float:
-    """The wall time of one torch operation on a handful of numbers: almost pure fixed cost (Python,
-    dispatch, launching the kernel), the price every operation pays whatever its size."""
-    _check_repeats(repeats, 0)
-    v = torch.zeros(64)
-    t = timing.measure(lambda: [v.add(1.0) for _ in range(calls)], warmup=1, repeats=repeats)
-    return t.median_s / calls
 
 
 def batching_explanation(batch: int, step_s: float, batch_step_s: float, gain: float, read_s: float,

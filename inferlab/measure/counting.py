@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ModelConfig
+from ..core.config import ModelConfig
 
 DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.int8: 1, torch.float64: 8}
 
@@ -51,12 +51,19 @@ def linear_weights_per_layer(config: ModelConfig) -> int:
     return 2 * d * d + 2 * d * kv + mlp
 
 
+def attention_matmul_flops(n_head: int, head_dim: int, n_new: int, n_context: int, batch_size: int = 1) -> int:
+    """One layer's scores (q @ k^T) and weighted sum (weights @ v): two matmuls of n_new queries over n_context
+    keys per head, 2 FLOPs per multiply-add each."""
+    for name, v in (("n_head", n_head), ("head_dim", head_dim), ("n_new", n_new), ("n_context", n_context),
+                    ("batch_size", batch_size)):
+        _check_count(name, v)
+    return 2 * 2 * batch_size * n_head * n_new * n_context * head_dim
+
+
 def attention_flops(config: ModelConfig, n_new: int, n_context: int, batch_size: int = 1) -> int:
     """Scores (q @ k^T) and the weighted sum (weights @ v) for n_new queries over n_context keys, all layers."""
     _check_config(config)
-    for name, v in (("n_new", n_new), ("n_context", n_context), ("batch_size", batch_size)):
-        _check_count(name, v)
-    return 2 * 2 * batch_size * config.n_layer * config.n_head * n_new * n_context * config.head_dim
+    return config.n_layer * attention_matmul_flops(config.n_head, config.head_dim, n_new, n_context, batch_size)
 
 
 def forward_flops(config: ModelConfig, n_new: int, n_context: int | None = None, batch_size: int = 1) -> int:

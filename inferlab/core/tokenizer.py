@@ -58,7 +58,7 @@ class BPETokenizer:
         seqs = [list(w) for w in words]
         counts = list(words.values())
         merges = []
-        from .progress import progress as progress_bar
+        from ..progress import progress as progress_bar
         steps = progress_bar(range(vocab_size - 256), desc="BPE merges", unit="merge", enabled=progress)
         for step in steps:
             pairs = Counter()

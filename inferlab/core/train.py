@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .progress import progress as progress_bar, stopped_early
+from ..progress import progress as progress_bar, stopped_early
 
 
 @dataclass

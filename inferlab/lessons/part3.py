@@ -24,13 +24,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ModelConfig
-from .counting import dtype_bytes, forward_flops, kv_cache_bytes, max_concurrent_sequences, step_count, param_bytes
-from .generate import check_max_new_tokens, encode_prompt
-from .kvcache import ConcatKVCache, KVCache
-from .model import apply_rope
-from .timing import Timing, busy_note, compare, measure
-from .tokenizer import BPETokenizer
+from ..core.config import ModelConfig
+from ..core.generate import check_max_new_tokens, encode_prompt
+from ..core.kvcache import ConcatKVCache, KVCache
+from ..core.model import apply_rope
+from ..core.tokenizer import BPETokenizer
+from ..measure.counting import (dtype_bytes, forward_flops, kv_cache_bytes, max_concurrent_sequences, param_bytes,
+                                step_count)
+from ..measure.timing import Timing, busy_note, compare, measure
 
 CACHE_KINDS = ("contiguous", "concat", "none")
 SEQ_LENS = (4096, 8192, 32768, 131072)
@@ -204,7 +205,7 @@ class StepBudget:
     name: str
     step_s: float         # measured time of one decode step (median)
     weight_bytes: int     # weights the step reads (counting.step_count: the input embedding is only looked up)
-    bandwidth: float      # bytes/s this machine read in a plain probe (profiling.read_bandwidth)
+    bandwidth: float      # bytes/s this machine read in a plain probe (measure.machine.read_bandwidth)
 
     @property
     def read_s(self) -> float:

@@ -1,8 +1,8 @@
-"""Measuring each technique the same way: speed, memory and quality beside a baseline (notebook 05).
+"""Lesson 5's helpers: each technique measured the same way, speed, memory and quality beside a baseline (notebook 05).
 
 * ``decode_step_time``: one decode step at a given context length through a ``KVCache`` (the step
   that runs once per generated token).
-* ``heldout_loss``: next-token loss on the held-out text, logits in float32 whatever the model's dtype.
+* quality uses ``core.train.heldout_loss``: next-token loss on held-out text, logits in float32.
 * ``greedy_agreement``: how much of a greedy answer stays the same.
 * ``inference_mode_cost``: a training-mode forward against ``eval()`` + ``torch.inference_mode()``.
 * ``quality_vs_reference``: how far a changed model's predictions are from the float32 model's (KL
@@ -14,33 +14,30 @@
 """
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-import math
-import statistics
-
-from ..config import MODEL_CONFIGS
-from ..counting import kv_cache_bytes
-from ..generate import generate_batch
-from ..kvcache import KVCache
-from .. import profiling
-from ..accounting import saved_bytes
+from ..core.config import MODEL_CONFIGS
+from ..core.generate import generate_batch
+from ..core.kvcache import KVCache
+from ..measure import decode_step, random_weights
+from ..measure.counting import kv_cache_bytes
+from ..measure.timing import Ratio, Timing, compare, measure, paired_ratio
+from ..optimize import precision as _precision, quantize as _quantize
 from ..progress import progress
-from ..timing import Ratio, Timing, compare, measure, paired_ratio
-from ..train import heldout_loss  # noqa: F401  (one home; optimize re-exports it)
-from . import precision as _precision
-from . import quantize as _quantize
+from .part1 import saved_bytes
 
 
 def decode_stepper(model, context: int = 32, batch_size: int = 1):
     """One decode step (one new token per sequence) after ``context`` cached tokens, again and again at the
-    same position: ``profiling.decode_stepper``, counted in cached tokens."""
+    same position: ``decode_step.decode_stepper``, counted in cached tokens."""
     if not isinstance(context, int) or not 1 <= context < model.config.max_seq_len:
         raise ValueError(f"context must be an int in [1, {model.config.max_seq_len - 1}], got {context!r}")
-    return profiling.decode_stepper(model, batch_size, context + 1)
+    return decode_step.decode_stepper(model, batch_size, context + 1)
 
 
 def decode_step_time(model, context: int = 32, batch_size: int = 1, warmup: int = 2, repeats: int = 10,
@@ -236,7 +233,7 @@ def memory_bound_model(shape: str = "gpt2-large", n_layer: int = 4, vocab_size: 
     cfg = MODEL_CONFIGS[shape].with_(n_layer=n_layer, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                      name=f"{shape} x{n_layer} layers")
     torch.manual_seed(0)
-    return profiling.random_model(cfg, torch.float32)
+    return random_weights.random_model(cfg, torch.float32)
 
 
 # --- grouped-query attention: one real-size layer, fewer and fewer key/value heads --------------------------
@@ -267,7 +264,7 @@ def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 20
         kv = config.n_head if kv is None else kv
         cfg = config.with_(n_kv_head=kv, n_layer=n_layer, max_seq_len=context + 1,
                            vocab_size=vocab_size or config.vocab_size, name=f"{config.name}-kv{kv}")
-        model = profiling.random_model(cfg, dtype, weights=weights)
+        model = random_weights.random_model(cfg, dtype, weights=weights)
         cache = KVCache(cfg, batch_size, context + 1, dtype=dtype)
         cache.k.normal_()
         cache.v.normal_()
@@ -348,8 +345,8 @@ def speculative_sweep(target, draft, tok, prompts: list, settings: dict, max_new
     """(plain Timing, ``{name: SpecPoint}``): plain greedy ``il.generate`` of every prompt and each speculative
     setting (``{name: dict(gamma=..., min_confidence=...)}``) take turns round by round (``timing.compare``),
     so the speedups are paired ratios that a burst of other work on the machine cannot favour."""
-    from ..generate import generate
-    from .speculative import speculative_generate
+    from ..core.generate import generate
+    from ..optimize.speculative import speculative_generate
     if not prompts or not settings:
         raise ValueError("prompts and settings must be non-empty")
     if "plain" in settings:

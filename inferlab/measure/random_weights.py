@@ -1,0 +1,53 @@
+"""Real-shape models with random weights, built in about a second (notebooks 04-05 and the benchmarks).
+
+A model of a published shape (``il.MODEL_CONFIGS``) times like the trained one: the speed of a step depends
+on the shapes and the bytes, not on the values. Initialising hundreds of millions of weights one by one takes
+seconds; ``random_model`` builds the module on the meta device and fills each weight from one random block.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.config import ModelConfig
+from ..core.model import GPT, rope_tables
+
+
+def random_tensor(shape, dtype=torch.float32, seed: int = 0, block: int = 1 << 16) -> torch.Tensor:
+    """Normal(0, 0.02) numbers for a weight of ``shape``: one random block tiled over the tensor (drawing
+    hundreds of millions of numbers takes seconds; copying a block a fraction of one). Times like any weight."""
+    numel = math.prod(shape)
+    pattern = torch.randn(min(block, numel), generator=torch.Generator().manual_seed(seed)).mul_(0.02).to(dtype)
+    out = torch.empty(numel, dtype=dtype)
+    full = numel // pattern.numel() * pattern.numel()
+    out[:full].view(-1, pattern.numel()).copy_(pattern.expand(full // pattern.numel(), -1))
+    out[full:].copy_(pattern[:numel - full])
+    return out.view(shape)
+
+
+def random_model(config: ModelConfig, dtype=torch.float32, seed: int = 0, weights: dict | None = None) -> GPT:
+    """``GPT(config)`` with random weights, built in about a second even for billions of bytes: the module is
+    made on the meta device (no memory, no init) and each weight is a ``random_tensor``. ``weights``: a dict
+    of tensors by parameter name, reused where the shape matches and filled with the new ones, so models that
+    differ in one part share the rest (notebook 05's grouped-query sweep). Free it with ``del model; gc.collect()``."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+    weights = {} if weights is None else weights
+    with torch.device("meta"):
+        model = GPT(config)
+    state = {}
+    for name, p in model.named_parameters():   # a tied weight is listed once
+        w = weights.get(name)
+        if w is None or w.shape != p.shape or w.dtype != dtype:
+            w = weights[name] = (random_tensor(p.shape, dtype, seed) if p.dim() > 1 and not name.endswith("bias")
+                                 else torch.zeros(p.shape, dtype=dtype) if name.endswith("bias")
+                                 else torch.ones(p.shape, dtype=dtype))
+        state[name] = w
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.tok_emb.weight
+    if config.arch == "llama":   # buffers, not in the state dict
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+        model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
+    return model.eval()
