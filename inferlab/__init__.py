@@ -1,5 +1,6 @@
 """inferlab: a hands-on course on how language models answer, and the code its notebooks run."""
 from .core.config import MODEL_CONFIGS, ModelConfig, get_config
+from .core.device import best_device
 from .core.generate import GenerationResult, generate, generate_batch, stream
 from .core.kvcache import KVCache
 from .core.model import GPT
@@ -10,7 +11,7 @@ from .measure.counting import kv_cache_bytes
 
 __all__ = ["MODEL_CONFIGS", "ModelConfig", "get_config", "GPT", "BPETokenizer", "show_tokens", "KVCache",
            "generate", "generate_batch", "stream", "GenerationResult", "load_pretrained", "next_token_probs",
-           "sample_next", "kv_cache_bytes"]
+           "sample_next", "kv_cache_bytes", "best_device"]
 from .engine import CompletionOutput, Engine, RequestOutput, SamplingParams  # noqa: E402  (notebook 06)
 
 __all__ += ["Engine", "SamplingParams", "RequestOutput", "CompletionOutput"]

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 import inferlab as il
 from conftest import random_model, small_configs
 from inferlab.core.kvcache import ConcatKVCache
-from inferlab.lessons.part3 import make_cache, rewind
+from inferlab.lessons.part3 import make_cache
 from inferlab.measure.counting import max_concurrent_sequences, param_bytes
 
 CACHES = ["contiguous", "concat"]
@@ -74,11 +74,11 @@ def test_rewind_then_refeed_gives_the_same_logits(kind):
         cache = make_cache(model, kind, capacity=12)
         model(x[:, :11], cache=cache)
         for p in (10, 6, 3):  # rewind to p cached tokens, then feed token p again
-            rewind(cache, p)
+            cache.truncate(p)
             torch.testing.assert_close(model(x[:, p:p + 1], cache=cache)[0, -1], full[0, p], atol=1e-5, rtol=1e-5)
             assert cache.length == p + 1 and cache.tokens() == [p + 1]
     with pytest.raises(ValueError, match="length"):
-        rewind(cache, 9)
+        cache.truncate(9)
 
 
 # --- byte accounting ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from inferlab.lessons import part3 as lesson3  # noqa: E402
 from inferlab.measure import counting  # noqa: E402
 from inferlab.measure.counting import (cache_equals_weights_context, forward_flops,  # noqa: E402
                                        max_concurrent_sequences)
+from inferlab.measure.decode_step import filled_cache  # noqa: E402
 from inferlab.measure.timing import Timing  # noqa: E402
 from inferlab.viz import kvcache as viz  # noqa: E402
 
@@ -274,16 +275,16 @@ def test_step_budget_splits_reading_from_overhead():
 
 def test_filled_cache_holds_the_tokens_it_says():
     model = tiny_model()
-    cache = lesson3.filled_cache(model, batch_size=3, length=20, capacity=32)
+    cache = filled_cache(model, batch_size=3, length=20, capacity=32)
     assert cache.length == 20 and cache.tokens() == [20, 20, 20] and cache.capacity == 32
     assert (cache.k[:, :, :, :20] == 0.01).all() and (cache.k[:, :, :, 20:] == 0).all()
     with torch.inference_mode():
         assert model(torch.zeros(3, 1, dtype=torch.long), cache=cache).shape == (3, 1, 256)
     assert cache.length == 21
     with pytest.raises(ValueError, match="capacity"):
-        lesson3.filled_cache(model, 1, 64)  # capacity 65 > max_seq_len 64
+        filled_cache(model, 1, 64)  # capacity 65 > max_seq_len 64
     with pytest.raises(ValueError, match="batch_size"):
-        lesson3.filled_cache(model, 0, 4)
+        filled_cache(model, 0, 4)
 
 
 def test_context_sweep_counts_the_bytes_of_each_step():

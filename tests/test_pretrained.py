@@ -18,27 +18,33 @@ def heldout_ids():
     return token_tensor(load_tokenizer(), split_corpus(load_corpus())[1])
 
 
+@pytest.fixture(scope="module")
+def main_loss(heldout_ids):
+    """The main model's held-out loss, computed once for the tests below (a pass over the whole held-out text)."""
+    model, _ = il.load_pretrained()
+    return heldout_loss(model, heldout_ids, seq_len=256)
+
+
 def stated_loss(name):
     match = re.search(rf"{name} model[^\n]*held-out loss of (\d+\.\d+)", README.read_text())
     assert match, f"README.md must state the {name} model's held-out loss"
     return float(match.group(1))
 
 
-def test_main_model_reaches_the_held_out_loss_the_readme_states(heldout_ids):
-    model, _ = il.load_pretrained()
-    loss = heldout_loss(model, heldout_ids, seq_len=256)
+def test_main_model_reaches_the_held_out_loss_the_readme_states(main_loss):
+    loss = main_loss
     assert loss == pytest.approx(stated_loss("main"), abs=0.005)
     assert loss < 0.6 * torch.log(torch.tensor(2048.0)).item()  # far better than a uniform guess
 
 
-def test_draft_is_much_smaller_and_worse_on_the_same_tokenizer(heldout_ids):
+def test_draft_is_much_smaller_and_worse_on_the_same_tokenizer(heldout_ids, main_loss):
     main, tok = il.load_pretrained()
     draft, tok2 = il.load_pretrained("draft")
     assert tok2.merges == tok.merges and draft.config.vocab_size == main.config.vocab_size
     assert draft.num_params() * 7 < main.num_params() and draft.config.n_layer < main.config.n_layer
     draft_loss = heldout_loss(draft, heldout_ids, seq_len=256)
     assert draft_loss == pytest.approx(stated_loss("draft"), abs=0.005)
-    assert draft_loss > heldout_loss(main, heldout_ids, seq_len=256)
+    assert draft_loss > main_loss
 
 
 def test_checkpoints_fit_the_size_budget():

@@ -31,6 +31,7 @@ from ..core.model import apply_rope
 from ..core.tokenizer import BPETokenizer
 from ..measure.counting import (dtype_bytes, forward_flops, kv_cache_bytes, max_concurrent_sequences, param_bytes,
                                 step_count)
+from ..measure.decode_step import filled_cache
 from ..measure.timing import Timing, busy_note, compare, measure
 
 CACHE_KINDS = ("contiguous", "concat", "none")
@@ -50,14 +51,6 @@ def make_cache(model, kind: str = "contiguous", capacity: int | None = None, bat
     if kind == "none":
         return None
     raise ValueError(f"kind must be one of {CACHE_KINDS}, got {kind!r}")
-
-
-def rewind(cache, length: int) -> None:
-    """Forget every cached token after the first ``length``, so one decode step can be timed again and
-    again at the same position (notebook 03). The rows kept are untouched."""
-    if not isinstance(cache, (KVCache, ConcatKVCache)):
-        raise TypeError(f"cache must be a KVCache or ConcatKVCache, got {type(cache).__name__}")
-    cache.truncate(length)
 
 
 def wide_tokenizer(tok: BPETokenizer, vocab_size: int) -> BPETokenizer:
@@ -146,7 +139,7 @@ def time_decode(model, positions, kind: str = "contiguous", warmup: int = 1, rep
                     return int(model(seq)[0, -1].argmax())
             else:
                 def step(token=ids[:, p: p + 1], p=p):
-                    rewind(cache, p)
+                    cache.truncate(p)
                     return int(model(token, cache=cache)[0, -1].argmax())
             timings[p] = measure(step, warmup, repeats, device=model.device)
     return PhaseTimes(kind, positions, [timings[p] for p in positions])
@@ -177,7 +170,7 @@ def time_decode_kinds(model, positions, kinds=CACHE_KINDS, warmup: int = 1, repe
                     steps[kind] = lambda seq=ids[:, : p + 1]: int(model(seq)[0, -1].argmax())
                 else:
                     def step(token=ids[:, p: p + 1], p=p, cache=cache):
-                        rewind(cache, p)
+                        cache.truncate(p)
                         return int(model(token, cache=cache)[0, -1].argmax())
                     steps[kind] = step
             for kind, t in compare(steps, repeats=repeats, warmup=warmup, device=model.device).items():
@@ -246,28 +239,6 @@ def step_budget(name: str, model_or_config, step_s: float, bandwidth: float, n_c
 
 
 # --- long context: when reading the cache overtakes reading the weights ------------------------------------
-
-def filled_cache(model, batch_size: int, length: int, capacity: int | None = None) -> KVCache:
-    """A ``KVCache`` holding ``length`` tokens for each of ``batch_size`` sequences, written through the
-    cache's own calls with stand-in keys and values (a prefill of that many tokens would take far longer;
-    a step reads the same bytes whatever their values)."""
-    for arg, value in (("batch_size", batch_size), ("length", length)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{arg} must be a positive int, got {value!r}")
-    cfg = model.config
-    capacity = length + 1 if capacity is None else capacity
-    if not length < capacity <= cfg.max_seq_len:
-        raise ValueError(f"length must be below capacity and capacity at most max_seq_len={cfg.max_seq_len}, "
-                         f"got length {length}, capacity {capacity}")
-    cache = KVCache(cfg, batch_size, capacity, dtype=model.dtype, device=model.device)
-    cache.attention_mask(length, None)
-    block = torch.full((batch_size, cfg.n_kv_head, length, cfg.head_dim), 0.01, dtype=model.dtype,
-                       device=model.device)  # written, so every page is real memory
-    for layer in range(cfg.n_layer):
-        cache.append(layer, block, block)
-    cache.advance(length)
-    return cache
-
 
 @dataclass
 class ContextSweep:
@@ -357,24 +328,22 @@ class ContextSweep:
 
 def context_sweep(model, batch_size: int, contexts, warmup: int = 1, repeats: int = 5, name: str = "") -> ContextSweep:
     """Time one decode step of ``batch_size`` sequences at each context length (tokens attended, the new one
-    included), all contexts in alternation (``timing.compare``), through one ``filled_cache`` rewound to each
-    length; beside the bytes each step reads (notebook 03)."""
+    included), all contexts in alternation (``timing.compare``), each through its own ``filled_cache``, rewound
+    after every step; beside the bytes each step reads (notebook 03)."""
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     contexts = sorted(set(_check_lengths(model, contexts, "contexts", 1)))
     if len(contexts) < 2:
         raise ValueError(f"contexts must hold at least two different lengths, got {contexts!r}")
     cfg = model.config
-    top = contexts[-1]
-    cache = filled_cache(model, batch_size, top - 1, capacity=top)
     token = torch.randint(0, cfg.vocab_size, (batch_size, 1), generator=torch.Generator().manual_seed(0))
     token = token.to(model.device)
 
     def stepper(n):
+        cache = filled_cache(model, batch_size, n - 1, capacity=n)   # n - 1 cached tokens, then the new one
+
         def step():
-            cache.valid[:, : n - 1] = True   # the n - 1 cached tokens (their keys/values stay in place)
-            cache.valid[:, n - 1:] = False
-            cache.length = n - 1
+            cache.truncate(n - 1)   # rewind: every timed step sees the same context
             with torch.inference_mode():
                 return model(token, cache=cache, last_only=True)
         return step

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from ..core.config import MODEL_CONFIGS
 from ..core.generate import generate_batch
-from ..core.kvcache import KVCache
 from ..measure import decode_step, random_weights
 from ..measure.counting import kv_cache_bytes
 from ..measure.timing import Ratio, Timing, compare, measure, paired_ratio
@@ -256,7 +255,7 @@ def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 20
     variants taking turns (``timing.compare``); ``speedup`` is the first variant's time / each one's.
 
     ``n_layer`` layers and a ``vocab_size``-row embedding keep it fast (per layer, every number is the real
-    shape's). The cache is filled with random keys/values instead of a prefill: a step reads them the same.
+    shape's). The cache is filled with stand-in keys/values instead of a prefill: a step reads them the same.
     """
     weights, made = {}, []
     torch.manual_seed(0)
@@ -265,11 +264,7 @@ def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 20
         cfg = config.with_(n_kv_head=kv, n_layer=n_layer, max_seq_len=context + 1,
                            vocab_size=vocab_size or config.vocab_size, name=f"{config.name}-kv{kv}")
         model = random_weights.random_model(cfg, dtype, weights=weights)
-        cache = KVCache(cfg, batch_size, context + 1, dtype=dtype)
-        cache.k.normal_()
-        cache.v.normal_()
-        cache.valid[:, :context] = True
-        cache.length = context
+        cache = decode_step.filled_cache(model, batch_size, context, capacity=context + 1)
         made.append((kv, cfg, model, cache))
     step_in = torch.zeros(batch_size, 1, dtype=torch.long)
 

@@ -1,6 +1,7 @@
 """One decode step, timed again and again at the same position (notebooks 04-05 and the benchmarks).
 
-``decode_stepper`` prepares a cache and returns a function that runs one step and rewinds the cache through
+``filled_cache`` writes stand-in keys and values through the cache's own calls; ``decode_stepper`` prepares
+one and returns a function that runs one step and rewinds the cache through
 its public ``truncate``; ``time_decode_step`` times it and counts its FLOPs and bytes; ``time_decode_batches``
 times several batch sizes in alternating rounds.
 """
@@ -38,34 +39,50 @@ class DecodeMeasurement:
         return self.count.flops / self.timing.median_s
 
 
+def filled_cache(model, batch_size: int, length: int, capacity: int | None = None) -> KVCache:
+    """A ``KVCache`` holding ``length`` tokens for each of ``batch_size`` sequences, written through the
+    cache's own calls with stand-in keys and values (a prefill of that many tokens would take far longer;
+    a step reads the same bytes whatever their values)."""
+    positive_int("batch_size", batch_size)
+    positive_int("length", length)
+    cfg = model.config
+    capacity = length + 1 if capacity is None else capacity
+    if not length < capacity <= cfg.max_seq_len:
+        raise ValueError(f"length must be below capacity and capacity at most max_seq_len={cfg.max_seq_len}, "
+                         f"got length {length}, capacity {capacity}")
+    cache = KVCache(cfg, batch_size, capacity, dtype=model.dtype, device=model.device)
+    cache.attention_mask(length, None)
+    block = torch.full((batch_size, cfg.n_kv_head, length, cfg.head_dim), 0.01, dtype=model.dtype,
+                       device=model.device)  # written, so every page is real memory
+    for layer in range(cfg.n_layer):
+        cache.append(layer, block, block)
+    cache.advance(length)
+    return cache
+
+
+
 def decode_stepper(model: GPT, batch_size: int = 1, n_context: int = 16, seed: int = 0):
     """A function that runs one decode step of ``batch_size`` sequences with ``n_context - 1`` tokens
-    already cached, again and again at the same position (the cache is rewound after each). The cached
-    tokens are one sequence's prefill copied to every row (a large batch's prefill would take longer than
-    the steps it prepares); each row's new token is its own."""
+    already cached (``filled_cache``), again and again at the same position: the cache is rewound with its
+    own ``truncate`` before each step. Each row's new token is its own (random, seeded)."""
     positive_int("batch_size", batch_size)
     positive_int("n_context", n_context)
     if n_context > model.config.max_seq_len:
         raise ValueError(f"n_context must be <= max_seq_len={model.config.max_seq_len}, got {n_context}")
     g = torch.Generator().manual_seed(seed)
-    cache = KVCache(model.config, batch_size, n_context, dtype=model.dtype, device=model.device)
-    ids = torch.randint(0, model.config.vocab_size, (batch_size, n_context), generator=g).to(model.device)
-    if n_context > 1:  # the prefill, once, of one sequence, copied to every row: a step reads the same bytes
-        one = KVCache(model.config, 1, n_context, dtype=model.dtype, device=model.device)
-        with torch.inference_mode():
-            model(ids[:1, :-1], cache=one)
-        cache.k.copy_(one.k.expand_as(cache.k))
-        cache.v.copy_(one.v.expand_as(cache.v))
-        cache.valid.copy_(one.valid.expand_as(cache.valid))
-        cache.length = one.length
+    new = torch.randint(0, model.config.vocab_size, (batch_size, 1), generator=g).to(model.device)
+    if n_context > 1:
+        cache = filled_cache(model, batch_size, n_context - 1, capacity=n_context)
+    else:
+        cache = KVCache(model.config, batch_size, 1, dtype=model.dtype, device=model.device)
     filled = cache.length
-    new = ids[:, -1:]
 
     def step():
         cache.truncate(filled)   # rewind, so every timed step sees the same context
         with torch.inference_mode():
             return model(new, cache=cache)
 
+    step.cache = cache   # for a look inside (tests, notebook 04)
     return step
 
 

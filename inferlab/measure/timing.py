@@ -35,9 +35,12 @@ class Timing:
 
 
 def synchronize(device=None):
-    """Wait for queued GPU work, so the clock measures the work and not just its launch."""
-    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+    """Wait for queued GPU work (CUDA or Apple's MPS), so the clock measures the work and not just its launch."""
+    kind = None if device is None else torch.device(device).type
+    if torch.cuda.is_available() and kind in (None, "cuda"):
         torch.cuda.synchronize()
+    if kind == "mps":
+        torch.mps.synchronize()
 
 
 def measure(fn, warmup: int = 1, repeats: int = 5, device=None, min_time_s: float = 0.0) -> Timing:
