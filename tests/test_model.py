@@ -119,3 +119,19 @@ def test_last_only_gives_the_last_rows_of_the_full_logits():
     x = torch.randint(0, 300, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(model(x, last_only=True), model(x)[:, -1:])
+
+
+def test_best_device_is_one_torch_can_use_and_bad_devices_are_named():
+    from inferlab.core.device import as_device
+    device = il.best_device()
+    assert device.type in ("cuda", "mps", "cpu")
+    assert device.type != "cpu" or not torch.cuda.is_available()
+    model, _ = il.load_pretrained("draft", device=device)
+    assert model.device.type == device.type
+    with pytest.raises(TypeError, match="device must be"):
+        as_device(3)
+    with pytest.raises(ValueError, match="not a device torch knows"):
+        as_device("tpu-9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            il.load_pretrained(device="cuda")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
+from .device import as_device
 from .model import GPT
 from .tokenizer import BPETokenizer
 
@@ -41,7 +42,9 @@ def load_tokenizer() -> BPETokenizer:
 
 
 def load_pretrained(name: str = "main", device=None, dtype=torch.float32):
-    """(model, tokenizer) of a bundled checkpoint: ``"main"`` or ``"draft"``. The model is in eval mode."""
+    """(model, tokenizer) of a bundled checkpoint: ``"main"`` or ``"draft"``, on ``device`` (default the CPU;
+    ``il.best_device()`` picks a GPU when there is one). The model is in eval mode."""
+    device = as_device(device)
     if name not in CHECKPOINTS:
         raise ValueError(f"unknown bundled model {name!r}; choose one of {sorted(CHECKPOINTS)}")
     if not CHECKPOINTS[name].exists():
