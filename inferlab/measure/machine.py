@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.device import as_device
 from ..core.model import attend
 from ..validate import positive_int, positive_number
 from .counting import matmul_flops
@@ -69,25 +70,27 @@ class Bandwidth:
         return self.moved_bytes / self.timing.min_s
 
 
-def _filled(nbytes: int) -> torch.Tensor:
+def _filled(nbytes: int, device=None) -> torch.Tensor:
     n = max(1, int(nbytes) // 4)
-    return torch.full((n,), 1.0)  # written, so every page is real memory (a fresh zero page reads "fast")
+    return torch.full((n,), 1.0, device=device)  # written, so every page is real memory (a fresh zero page reads "fast")
 
 
-def read_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0) -> Bandwidth:
-    """Bytes/s of reading a float32 tensor of ``nbytes`` (``x.sum()``)."""
+def read_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0,
+                   device=None) -> Bandwidth:
+    """Bytes/s of reading a float32 tensor of ``nbytes`` (``x.sum()``) in ``device``'s memory (default the CPU's)."""
     positive_int("nbytes", nbytes)
-    x = _filled(nbytes)
-    t = measure(x.sum, warmup, repeats, min_time_s=min_time_s)
+    x = _filled(nbytes, as_device(device))
+    t = measure(x.sum, warmup, repeats, device=x.device, min_time_s=min_time_s)
     return Bandwidth(x.numel() * 4, x.numel() * 4, t)
 
 
-def copy_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0) -> Bandwidth:
-    """Bytes/s of copying ``nbytes`` into another buffer; counts read + write, as STREAM's copy does."""
+def copy_bandwidth(nbytes: int = 512 * MiB, warmup: int = 2, repeats: int = 7, min_time_s: float = 0.0,
+                   device=None) -> Bandwidth:
+    """Bytes/s of copying ``nbytes`` into another buffer on ``device``; counts read + write, as STREAM's copy does."""
     positive_int("nbytes", nbytes)
-    src = _filled(nbytes)
+    src = _filled(nbytes, as_device(device))
     dst = torch.empty_like(src).fill_(0.0)
-    t = measure(lambda: dst.copy_(src), warmup, repeats, min_time_s=min_time_s)
+    t = measure(lambda: dst.copy_(src), warmup, repeats, device=src.device, min_time_s=min_time_s)
     return Bandwidth(src.numel() * 4, 2 * src.numel() * 4, t)
 
 
@@ -180,11 +183,13 @@ class MatmulPeak:
 
 
 def matmul_peak(n: int = 2048, dtype=torch.float32, warmup: int = 2, repeats: int = 5,
-                min_time_s: float = 0.2) -> MatmulPeak:
-    """FLOP/s of an n x n by n x n matmul: about the most arithmetic this machine does per second."""
+                min_time_s: float = 0.2, device=None) -> MatmulPeak:
+    """FLOP/s of an n x n by n x n matmul on ``device`` (default the CPU): about the most arithmetic it does per
+    second."""
     positive_int("n", n)
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    t = measure(lambda: a @ b, warmup, repeats, min_time_s=min_time_s)
+    device = as_device(device)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    t = measure(lambda: a @ b, warmup, repeats, device=device, min_time_s=min_time_s)
     return MatmulPeak(n, dtype, t)
 
 
