@@ -162,6 +162,26 @@ class GPT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights(init_std)
 
+    @classmethod
+    def from_state_dict(cls, config: ModelConfig, state_dict: dict) -> "GPT":
+        """A GPT whose weights are the tensors of ``state_dict`` (our parameter names), in their dtype and
+        device: the module is made on the meta device, so no weight is initialised and then overwritten, and
+        each tensor is used as it is, not copied (``profiling.random_model``, ``il.load_hf``). A tied model
+        needs no ``lm_head.weight``."""
+        with torch.device("meta"):
+            model = cls(config)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+        missing = set(missing) - ({"lm_head.weight"} if config.tie_embeddings else set())
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not fit the config: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
+        if config.tie_embeddings:   # assign=True gave the two names separate parameters: one again
+            model.lm_head.weight = model.tok_emb.weight
+        if config.arch == "llama":  # buffers, not in the state dict
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+            model.rope_cos, model.rope_sin = (t.to(model.tok_emb.weight) for t in (cos, sin))
+        return model.eval()
+
     @torch.no_grad()
     def init_weights(self, std: float = 0.02):
         """GPT-2 style: normal(0, std), residual projections scaled down by sqrt(2 * n_layer)."""
