@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from .config import ModelConfig, RopeScaling
 from .model import GPT
 from .validate import boolean
 
@@ -68,20 +68,24 @@ def _refuse_unless(ok: bool, what: str):
                          f"rather than load a model that would compute something else")
 
 
-def _rope(hf: dict) -> float:
-    """rope_theta, from the old layout (``rope_theta``, ``rope_scaling``) or the new (``rope_parameters``)."""
+def _rope(hf: dict) -> tuple[float, RopeScaling | None]:
+    """(rope_theta, scaling), from the old layout (``rope_theta``, ``rope_scaling``) or the new
+    (``rope_parameters``, transformers 5)."""
     params = hf.get("rope_parameters") or {}
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
     scaling = hf.get("rope_scaling") or params
     kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind not in ("default", None):
-        raise ValueError(f"config.json asks for rope_scaling of type {kind!r} (rotary frequencies changed for "
-                         f"long contexts), which il.load_hf does not implement; it implements "
-                         f"{', '.join(ROPE_SCALINGS) or 'none'}")
     _refuse_unless(params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) == 1.0,
                    "partial_rotary_factor != 1 (rotary positions on part of each head)")
     _refuse_unless(not hf.get("rope_interleaved", False), "rope_interleaved (rotating adjacent pairs)")
-    return theta
+    if kind in ("default", None):
+        return theta, None
+    if kind not in ROPE_SCALINGS:
+        raise ValueError(f"config.json asks for rope_scaling of type {kind!r} (rotary frequencies changed for "
+                         f"long contexts), which il.load_hf does not implement; it implements "
+                         f"{', '.join(ROPE_SCALINGS)}")
+    return theta, RopeScaling(scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"],
+                              scaling["original_max_position_embeddings"])
 
 
 def config_from_hf(hf: dict, name: str = "custom") -> ModelConfig:
@@ -112,12 +116,13 @@ def config_from_hf(hf: dict, name: str = "custom") -> ModelConfig:
             sliding = hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or [])
             _refuse_unless(not sliding, "sliding-window attention (use_sliding_window)")
         default_ctx = 32768 if kind == "qwen2" else 2048
+        theta, scaling = _rope(hf)
         return ModelConfig(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layer=hf["num_hidden_layers"],
                            n_head=hf["num_attention_heads"],
                            n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
                            d_ff=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", default_ctx),
                            arch="llama", tie_embeddings=hf.get("tie_word_embeddings", False),
-                           qkv_bias=kind == "qwen2", rope_theta=float(_rope(hf)),
+                           qkv_bias=kind == "qwen2", rope_theta=float(theta), rope_scaling=scaling,
                            norm_eps=hf.get("rms_norm_eps", 1e-6), name=name)
     except KeyError as missing:
         raise ValueError(f"config.json lacks {missing}, which a {kind} config has") from None
