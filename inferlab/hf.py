@@ -263,7 +263,7 @@ def resolve(name_or_path, download: bool = False) -> tuple[Path, str]:
         return Path(hub.snapshot_download(name, allow_patterns=HUB_FILES)), name
     try:   # local_files_only: the cache only, no request of any kind
         return Path(hub.snapshot_download(name, allow_patterns=HUB_FILES, local_files_only=True)), name
-    except importlib.import_module("huggingface_hub.errors").LocalEntryNotFoundError:
+    except FileNotFoundError:   # huggingface_hub's LocalEntryNotFoundError is one
         cache = importlib.import_module("huggingface_hub.constants").HF_HUB_CACHE
         raise FileNotFoundError(f"{name!r} is neither a folder nor in the local Hugging Face cache "
                                 f"({cache}); pass download=True once to fetch it (or run "

@@ -5,6 +5,7 @@ The checkpoints are built once per session in a temporary folder (random weights
 fraction of a second on the bundled corpus). Tests that need transformers skip without it; the checks of
 arguments, of the optional imports and of real configs need nothing optional.
 """
+import importlib
 import json
 import os
 import shutil
@@ -28,6 +29,13 @@ from inferlab.optimize.speculative import speculative_generate
 NEW = 32   # greedy tokens compared
 PROMPTS = ["The return value of the function is", "A list"]
 SKIP = "the Hugging Face tests need transformers: pip install -r requirements-hf.txt"
+
+
+def need(module: str):
+    """An optional package of requirements-hf.txt, or a skip; in CI, which installs them, a failure instead."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=SKIP)
 MAX_DIFF = {}   # the largest logit difference from transformers, by checkpoint (printed with -s)
 
 
@@ -88,7 +96,7 @@ def checkpoints(tmp_path_factory):
     attention, an untied head, another rope_theta and a SentencePiece-style tokenizer; a one-layer Llama draft
     on the same tokenizer; Llama 3.1-style rope scaling with multi-query attention; Qwen2 with q/k/v biases,
     tied embeddings, more embedding rows than tokens, saved in shards."""
-    transformers = pytest.importorskip("transformers", reason=SKIP)
+    transformers = need("transformers")
     from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
                               Qwen2Config, Qwen2ForCausalLM)
 
@@ -102,15 +110,16 @@ def checkpoints(tmp_path_factory):
                  tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
     llama3_rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                    "original_max_position_embeddings": 16}   # short, so all three kinds of frequency occur
-    specs = {
-        "gpt2": (GPT2LMHeadModel, GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128,
-                                             vocab_size=sizes["byte"], bos_token_id=0, eos_token_id=0), "byte", {}),
+    gpt2 = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=sizes["byte"], bos_token_id=0,
+                      eos_token_id=0)
+    llama3 = dict(small, num_key_value_heads=1, vocab_size=sizes["byte"], rope_theta=10000.0, rope_scaling=llama3_rope)
+    qwen2 = dict(small, num_key_value_heads=2, vocab_size=sizes["byte"] + 40, tie_word_embeddings=True)
+    specs = {   # name: (class, config, tokenizer, save_pretrained's arguments)
+        "gpt2": (GPT2LMHeadModel, gpt2, "byte", {}),
         "llama": (LlamaForCausalLM, LlamaConfig(**llama), "sp", {}),
         "llama-draft": (LlamaForCausalLM, LlamaConfig(**dict(llama, num_hidden_layers=1)), "sp", {}),
-        "llama3-rope": (LlamaForCausalLM, LlamaConfig(**dict(small, num_key_value_heads=1, vocab_size=sizes["byte"],
-                                                             rope_theta=10000.0, rope_scaling=llama3_rope)), "byte", {}),
-        "qwen2": (Qwen2ForCausalLM, Qwen2Config(**dict(small, num_key_value_heads=2, vocab_size=sizes["byte"] + 40,
-                                                       tie_word_embeddings=True)), "byte", {"max_shard_size": "40KB"}),
+        "llama3-rope": (LlamaForCausalLM, LlamaConfig(**llama3), "byte", {}),
+        "qwen2": (Qwen2ForCausalLM, Qwen2Config(**qwen2), "byte", {"max_shard_size": "40KB"}),
     }
     root = tmp_path_factory.mktemp("hf")
     out = {}
@@ -319,7 +328,7 @@ def test_the_new_config_layout_of_transformers_5_is_read_too():
 
 def tokenizer_triple(checkpoints, name):
     """(ours, the tokenizers library's, transformers') on one checkpoint's tokenizer.json."""
-    pytest.importorskip("transformers", reason=SKIP)
+    need("transformers")
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
@@ -380,7 +389,7 @@ def no_network(monkeypatch):
 @pytest.fixture
 def hub_cache(monkeypatch, tmp_path):
     """An empty Hugging Face cache in a temporary folder."""
-    constants = pytest.importorskip("huggingface_hub.constants", reason=SKIP)
+    constants = need("huggingface_hub.constants")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     return tmp_path / "hub"
 
@@ -403,7 +412,7 @@ def test_a_cached_hub_name_loads_offline(checkpoints, loaded, hub_cache, no_netw
 
 
 def test_download_true_fetches_through_huggingface_hub(checkpoints, monkeypatch):
-    hub = pytest.importorskip("huggingface_hub", reason=SKIP)
+    hub = need("huggingface_hub")
     calls = []
 
     def fake_snapshot_download(repo_id, **kwargs):
