@@ -170,7 +170,8 @@ class GPT(nn.Module):
             cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.init_weights(init_std)
+        if self.tok_emb.weight.device.type != "meta":   # on meta there is nothing to fill (from_state_dict)
+            self.init_weights(init_std)
 
     @classmethod
     def from_state_dict(cls, config: ModelConfig, state_dict: dict) -> "GPT":
