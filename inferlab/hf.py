@@ -6,8 +6,9 @@
 
 GPT-2, the Llama family (Llama 2 and 3, TinyLlama, SmolLM) and Qwen2 are the same decoder with different
 parts, all of which ``GPT`` has: the work is renaming tensors, plus two GPT-2 details (its linear layers
-store the transposed weight, ``Conv1D``, and one fused ``c_attn`` holds q, k and v). Every path of the
-course then runs on the real model. Needs the optional packages: ``pip install -r requirements-hf.txt``.
+store the transposed weight, ``Conv1D``, and one fused ``c_attn`` holds q, k and v). Llama-family files
+rotate the pairs (i, i + head_dim/2) of each head (transformers' ``rotate_half``), as our ``apply_rope``
+does, so q and k need no reordering. Every path of the course then runs on the real model. Needs the optional packages: ``pip install -r requirements-hf.txt``.
 Nothing touches the network unless ``download=True``.
 """
 from __future__ import annotations
@@ -24,9 +25,8 @@ from .config import ModelConfig, RopeScaling
 from .model import GPT
 from .validate import boolean
 
-# config.json's "architectures" entry -> which reader; model_type for a config that names no architecture
+# config.json's "architectures" entry -> its "model_type", which says how to read it
 SUPPORTED = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
-MODEL_TYPES = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2"}
 INSTALL_HINT = 'pip install -r requirements-hf.txt (or pip install -e ".[hf]")'
 FILES = "config.json, model.safetensors (or its shards and model.safetensors.index.json) and tokenizer.json"
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -56,8 +56,8 @@ def _kind(hf: dict) -> str:
     for arch in archs:
         if arch in SUPPORTED:
             return SUPPORTED[arch]
-    if not archs and hf.get("model_type") in MODEL_TYPES:
-        return MODEL_TYPES[hf["model_type"]]
+    if not archs and hf.get("model_type") in SUPPORTED.values():   # a config that names no architecture
+        return hf["model_type"]
     raise ValueError(f"config.json names architectures={archs} (model_type={hf.get('model_type')!r}), which "
                      f"il.load_hf does not read; it reads {', '.join(SUPPORTED)}")
 
@@ -172,7 +172,7 @@ def _llama_names(config: ModelConfig) -> dict:
 IGNORED = re.compile(r"(.*\.attn\.(masked_)?bias|.*rotary_emb\.inv_freq|lm_head\.weight)$")
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def _weight_files(folder: Path, name: str) -> list[Path]:
     """The safetensors files of a checkpoint folder: one ``model.safetensors``, or the shards its index names."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
@@ -181,7 +181,7 @@ def _weight_files(folder: Path) -> list[Path]:
         if missing:
             raise FileNotFoundError(f"{folder} lacks {len(missing)} of the {len(shards)} weight shards that "
                                     f"model.safetensors.index.json names ({', '.join(missing[:3])}); the download "
-                                    f"is incomplete: {_get_hint(folder.name)}")
+                                    f"is incomplete: {_get_hint(name)}")
         return [folder / s for s in shards]
     if (folder / "model.safetensors").exists():
         return [folder / "model.safetensors"]
@@ -189,13 +189,13 @@ def _weight_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder} has no model.safetensors (nor model.safetensors.index.json and its shards)"
                             + (f"; it has {', '.join(sorted(other))}, which il.load_hf does not read (they are "
                                f"pickles or another format: take the checkpoint's safetensors version)" if other
-                               else f": {_get_hint(folder.name)}"))
+                               else f": {_get_hint(name)}"))
 
 
-def _read_tensors(folder: Path) -> dict:
+def _read_tensors(folder: Path, name: str) -> dict:
     safetensors_torch = _require("safetensors.torch")
     tensors = {}
-    for path in _weight_files(folder):
+    for path in _weight_files(folder, name):
         tensors.update(safetensors_torch.load_file(path))
     return tensors
 
@@ -282,9 +282,12 @@ def _check_device(device) -> torch.device:
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str or torch.device such as 'cpu' or 'cuda', got {type(device).__name__}")
     try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+        torch.empty(0, device=device)   # a device this machine lacks fails here, not half-way through loading
+    except (RuntimeError, AssertionError) as error:
+        why = str(error).splitlines()[0][:160]
+        raise ValueError(f"device must be a torch device this machine has, such as 'cpu', got {device!r} ({why})"
+                         ) from None
+    return torch.device(device)
 
 
 def load_hf(name_or_path, *, download: bool = False, dtype=torch.float32, device="cpu"):
@@ -309,7 +312,7 @@ def load_hf(name_or_path, *, download: bool = False, dtype=torch.float32, device
     _require("tokenizers")
     from .hf_tokenizer import HFTokenizer
 
-    state = _state_dict(config, _kind(hf), _read_tensors(folder), dtype)
+    state = _state_dict(config, _kind(hf), _read_tensors(folder, name), dtype)
     model = GPT.from_state_dict(config, state).to(device)
     tok = HFTokenizer(folder / "tokenizer.json", _first_id(hf.get("bos_token_id")), _first_id(hf.get("eos_token_id")))
     return model, tok
