@@ -8,8 +8,9 @@ GPT-2, the Llama family (Llama 2 and 3, TinyLlama, SmolLM) and Qwen2 are the sam
 parts, all of which ``GPT`` has: the work is renaming tensors, plus two GPT-2 details (its linear layers
 store the transposed weight, ``Conv1D``, and one fused ``c_attn`` holds q, k and v). Llama-family files
 rotate the pairs (i, i + head_dim/2) of each head (transformers' ``rotate_half``), as our ``apply_rope``
-does, so q and k need no reordering. Every path of the course then runs on the real model. Needs the optional packages: ``pip install -r requirements-hf.txt``.
-Nothing touches the network unless ``download=True``.
+does, so q and k need no reordering. Every path of the course then runs on the real model.
+Needs the optional packages: ``pip install -r requirements-hf.txt``. Nothing touches the network unless
+``download=True``.
 """
 from __future__ import annotations
 
