@@ -130,8 +130,8 @@ def test_best_device_is_one_torch_can_use_and_bad_devices_are_named():
     assert model.device.type == device.type
     with pytest.raises(TypeError, match="device must be"):
         as_device(3)
-    with pytest.raises(ValueError, match="not a device torch knows"):
+    with pytest.raises(ValueError, match="not one torch can use here"):
         as_device("tpu-9")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA GPU"):
+        with pytest.raises(ValueError, match="not one torch can use here"):
             il.load_pretrained(device="cuda")

@@ -11,12 +11,35 @@ ARCHS = ("gpt2", "llama")
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1's rotary frequencies for long contexts (``"rope_type": "llama3"`` in a config.json): the slow
+    frequencies, whose wavelength exceeds ``original_max_seq_len / low_freq_factor`` positions, are divided by
+    ``factor``; the fast ones, below ``original_max_seq_len / high_freq_factor``, are kept; those between are
+    blended (``model.rope_tables``)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_seq_len: int
+
+    def __post_init__(self):
+        for field in ("factor", "low_freq_factor", "high_freq_factor", "original_max_seq_len"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+                raise ValueError(f"RopeScaling.{field} must be a finite number > 0, got {value!r}")
+        if self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError(f"RopeScaling.high_freq_factor ({self.high_freq_factor}) must exceed low_freq_factor "
+                             f"({self.low_freq_factor})")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The shape of a decoder-only transformer.
 
     ``arch="gpt2"``: learned absolute positions, LayerNorm, GELU MLP, biases, tied embeddings.
     ``arch="llama"``: rotary positions (RoPE), RMSNorm, SwiGLU MLP, no biases.
     ``n_kv_head < n_head`` is grouped-query attention (``n_kv_head == 1``: multi-query).
+    ``rope_scaling``: Llama 3.1's long-context rotary frequencies (``RopeScaling``), None for plain RoPE.
     """
 
     vocab_size: int
@@ -32,6 +55,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     name: str = "custom"
+    rope_scaling: RopeScaling | None = None
 
     def __post_init__(self):
         for field in ("vocab_size", "d_model", "n_layer", "n_head", "max_seq_len"):
@@ -64,6 +88,11 @@ class ModelConfig:
                 f"ModelConfig.n_kv_head must divide n_head ({self.n_head}) and be between 1 and n_head, "
                 f"got {self.n_kv_head}"
             )
+        if isinstance(self.rope_scaling, dict):   # as to_dict() writes it
+            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+        if self.rope_scaling is not None and (not isinstance(self.rope_scaling, RopeScaling) or self.arch != "llama"):
+            raise ValueError(f"ModelConfig.rope_scaling must be None or a RopeScaling of a llama config, "
+                             f"got {self.rope_scaling!r} with arch={self.arch!r}")
         if self.arch == "llama" and self.head_dim % 2:
             raise ValueError(f"rotary positions need an even head_dim, got {self.head_dim}")
 

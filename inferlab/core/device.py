@@ -20,17 +20,15 @@ def best_device() -> torch.device:
 
 def as_device(device) -> torch.device:
     """``device`` (a ``torch.device``, a string such as ``"cuda"``, or None for the CPU) as a ``torch.device``
-    that exists here; anything else is a clear error."""
+    that exists here; anything else is a clear error (``il.load_pretrained``, ``il.load_hf``, ``measure.machine``)."""
     if device is None:
         return torch.device("cpu")
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str such as 'cpu' or 'cuda', or a torch.device, got {type(device).__name__}")
     try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"device {device!r} is not a device torch knows: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here; use il.best_device()")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' asked for, but this machine has no MPS; use il.best_device()")
-    return device
+        torch.empty(0, device=device)   # a device this machine lacks fails here, not half-way through loading
+    except (RuntimeError, AssertionError) as error:
+        why = str(error).splitlines()[0][:160]
+        raise ValueError(f"device {device!r} is not one torch can use here ({why}); il.best_device() picks one "
+                         "that is") from None
+    return torch.device(device)

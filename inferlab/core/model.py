@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import ModelConfig, RopeScaling
 
 
 class RMSNorm(nn.Module):
@@ -32,11 +32,21 @@ def make_norm(config: ModelConfig) -> nn.Module:
     return nn.LayerNorm(config.d_model, eps=config.norm_eps)
 
 
-def rope_tables(head_dim: int, max_seq_len: int, theta: float):
+def rope_tables(head_dim: int, max_seq_len: int, theta: float, scaling: RopeScaling | None = None):
     """cos/sin of every (position, frequency) pair, shape [max_seq_len, head_dim // 2]."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    if scaling is not None:
+        inv_freq = llama3_frequencies(inv_freq, scaling)
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
     return angles.cos().float(), angles.sin().float()
+
+
+def llama3_frequencies(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
+    """Llama 3.1's long-context frequencies (``RopeScaling``): slow ones divided by ``s.factor``, fast ones
+    kept, and a linear blend, in "how many wavelengths fit the original context", between the two."""
+    wavelengths_in_context = s.original_max_seq_len * inv_freq / (2 * math.pi)
+    keep = ((wavelengths_in_context - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)).clamp(0, 1)
+    return keep * inv_freq + (1 - keep) * inv_freq / s.factor
 
 
 def apply_rope(x, cos, sin):
@@ -157,10 +167,31 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         if config.arch == "llama":
-            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.init_weights(init_std)
+        if self.tok_emb.weight.device.type != "meta":   # on meta there is nothing to fill (from_state_dict)
+            self.init_weights(init_std)
+
+    @classmethod
+    def from_state_dict(cls, config: ModelConfig, state_dict: dict) -> "GPT":
+        """A GPT whose weights are the tensors of ``state_dict`` (our parameter names), in their dtype and
+        device: the module is made on the meta device, so no weight is initialised and then overwritten, and
+        each tensor is used as it is, not copied (``profiling.random_model``, ``il.load_hf``). A tied model
+        needs no ``lm_head.weight``."""
+        with torch.device("meta"):
+            model = cls(config)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+        missing = set(missing) - ({"lm_head.weight"} if config.tie_embeddings else set())
+        if missing or unexpected:
+            raise ValueError(f"state_dict does not fit the config: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
+        if config.tie_embeddings:   # assign=True gave the two names separate parameters: one again
+            model.lm_head.weight = model.tok_emb.weight
+        if config.arch == "llama":  # buffers, not in the state dict
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling)
+            model.rope_cos, model.rope_sin = (t.to(model.tok_emb.weight) for t in (cos, sin))
+        return model.eval()
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02):

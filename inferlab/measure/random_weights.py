@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..core.config import ModelConfig
-from ..core.model import GPT, rope_tables
+from ..core.model import GPT
 
 
 def random_tensor(shape, dtype=torch.float32, seed: int = 0, block: int = 1 << 16) -> torch.Tensor:
@@ -35,19 +35,13 @@ def random_model(config: ModelConfig, dtype=torch.float32, seed: int = 0, weight
         raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
     weights = {} if weights is None else weights
     with torch.device("meta"):
-        model = GPT(config)
+        shapes = {name: p.shape for name, p in GPT(config).named_parameters()}   # a tied weight is listed once
     state = {}
-    for name, p in model.named_parameters():   # a tied weight is listed once
+    for name, shape in shapes.items():
         w = weights.get(name)
-        if w is None or w.shape != p.shape or w.dtype != dtype:
-            w = weights[name] = (random_tensor(p.shape, dtype, seed) if p.dim() > 1 and not name.endswith("bias")
-                                 else torch.zeros(p.shape, dtype=dtype) if name.endswith("bias")
-                                 else torch.ones(p.shape, dtype=dtype))
+        if w is None or w.shape != shape or w.dtype != dtype:
+            w = weights[name] = (random_tensor(shape, dtype, seed) if len(shape) > 1 and not name.endswith("bias")
+                                 else torch.zeros(shape, dtype=dtype) if name.endswith("bias")
+                                 else torch.ones(shape, dtype=dtype))
         state[name] = w
-    model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight
-    if config.arch == "llama":   # buffers, not in the state dict
-        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-        model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
-    return model.eval()
+    return GPT.from_state_dict(config, state)
