@@ -313,3 +313,19 @@ def _first_id(value):
     if isinstance(value, list):
         value = value[0] if value else None
     return value if isinstance(value, int) else None
+
+
+BUNDLED = ("bundled", "draft")   # the names load_model reads from inferlab/assets
+
+
+def load_model(name: str = "bundled", *, device=None, dtype=torch.float32, download: bool = False):
+    """The lesson's model and tokenizer, from the one line at the top of every lesson (``MODEL = "bundled"``):
+    ``"bundled"`` is the bundled main model and ``"draft"`` its draft (``il.load_pretrained``), offline; any
+    other name is a Hugging Face checkpoint, a folder or a hub name in the local cache (``load_hf``; with
+    ``download=True`` fetched once)."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be 'bundled', 'draft', a folder or a Hugging Face name, got {type(name).__name__}")
+    if name in BUNDLED:
+        from .core.pretrained import load_pretrained
+        return load_pretrained("main" if name == "bundled" else name, device=device, dtype=dtype)
+    return load_hf(name, download=download, dtype=dtype, device=device if device is not None else "cpu")

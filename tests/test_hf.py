@@ -538,3 +538,16 @@ def test_a_broken_checkpoint_is_a_clear_error(checkpoints, tmp_path, what, sourc
     breaks(folder)
     with pytest.raises(error, match=words):
         il.load_hf(folder)
+
+
+def test_load_model_is_the_lessons_switch(tmp_path):
+    """MODEL = "bundled" (or "draft") reads the bundled checkpoints offline; anything else goes to load_hf."""
+    bundled, tok = il.load_model("bundled")
+    main, _ = il.load_pretrained()
+    assert bundled.config == main.config and tok.vocab_size == 2048
+    draft, _ = il.load_model("draft")
+    assert draft.config.n_layer < bundled.config.n_layer
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        il.load_model(str(tmp_path))
+    with pytest.raises(TypeError, match="name must be"):
+        il.load_model(3)
