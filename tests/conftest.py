@@ -12,6 +12,17 @@ settings.load_profile("inferlab")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def _has_mps() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+# every device present: the CPU always, CUDA and Apple's MPS when torch sees them (skipped with the reason)
+DEVICES = ["cpu",
+           pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")),
+           pytest.param("mps", marks=pytest.mark.skipif(not _has_mps(), reason="no Apple MPS device here"))]
+
+
 @st.composite
 def small_configs(draw, max_seq_len=64):
     """Random small model shapes: both architectures, multi-head, grouped-query and multi-query."""

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import inferlab as il
-from conftest import random_model, small_configs
+from conftest import DEVICES, random_model, small_configs
 from inferlab.engine import block_manager as bm_module
 from inferlab.engine.block_manager import BlockManager
 from inferlab.engine.paged_cache import KVPool, PagedBatch, index_tensor, slot_of
@@ -310,8 +310,7 @@ def test_stop_strings_stop_token_ids_and_seeded_sampling_match_generate(pretrain
     assert tokens(a) == tokens(il.Engine(model, tok).generate([prompt], sp)[0])   # and again on a fresh engine
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device here"))])
+@pytest.mark.parametrize("device", DEVICES)
 def test_engine_runs_on_the_models_device_with_seeded_sampling(device):
     model = random_model(TINY, 2).to(device)
     engine = il.Engine(model, TOK, block_size=4, num_blocks=40)

@@ -2,7 +2,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 import inferlab as il
-from conftest import random_model, small_configs
+import torch
+
+from conftest import DEVICES, random_model, small_configs
 
 
 @st.composite
@@ -41,6 +43,31 @@ def test_seeded_sampling_is_reproducible_and_cache_independent(seed, top_k, top_
     a = il.generate(model, tok, "abc", **kw)
     assert a.tokens == il.generate(model, tok, "abc", **kw).tokens
     assert a.tokens == il.generate(model, tok, "abc", use_cache=False, **kw).tokens
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_path_agrees_on_each_device(device):
+    """On every device present: greedy tokens equal with and without the cache, batched and one at a time,
+    and equal to the CPU's; seeded sampling repeats itself on the device (its generator lives there); timing
+    waits for the device."""
+    from inferlab.measure.timing import measure
+    gen = torch.Generator().manual_seed(7)
+    for i in range(4):   # random configs and workloads
+        config = il.ModelConfig(vocab_size=300, d_model=32, n_layer=1 + i % 3, n_head=4, n_kv_head=(1, 2, 4)[i % 3],
+                                arch=("gpt2", "llama")[i % 2], max_seq_len=48)
+        cpu_model, tok = random_model(config, i), il.BPETokenizer()
+        model = random_model(config, i).to(device)
+        prompts = [torch.randint(0, 256, (n,), generator=gen).tolist() for n in (3, 9, 14)]
+        batch = il.generate_batch(model, tok, prompts, max_new_tokens=10)
+        for prompt, res in zip(prompts, batch):
+            cached = il.generate(model, tok, prompt, max_new_tokens=10)
+            assert cached.tokens == res.tokens == il.generate(model, tok, prompt, max_new_tokens=10,
+                                                              use_cache=False).tokens
+            assert cached.tokens == il.generate(cpu_model, tok, prompt, max_new_tokens=10).tokens
+        kw = dict(max_new_tokens=10, temperature=0.9, top_k=20, seed=11)
+        assert il.generate(model, tok, prompts[0], **kw).tokens == il.generate(model, tok, prompts[0], **kw).tokens
+    assert measure(lambda: model(torch.tensor([prompts[0]], device=device)), warmup=0, repeats=2,
+                   device=device).median_s > 0
 
 
 def test_result_fields_and_timings(pretrained):
