@@ -40,7 +40,7 @@ def test_sdpa_equals_the_reference_attention_on_every_cache_path(config, seed):
 
     pad = torch.ones(2, 12, dtype=torch.bool)
     pad[0, :5] = False                                                               # row 0 left-padded
-    ref, fast = both(model, lambda: model(x, pad_mask=pad))
+    ref, fast = both(model, lambda: model(x, attention_mask=pad))
     close(ref[pad], fast[pad])                                                       # padded batch (real tokens)
 
     def paged():

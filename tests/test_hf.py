@@ -180,7 +180,7 @@ def test_logits_equal_transformers_with_and_without_padding(checkpoints, loaded,
     everything = torch.ones_like(far, dtype=torch.bool)
     with torch.inference_mode():
         # padding slots' logits mean nothing: compared where the mask is True
-        diffs = [(model(x, pad_mask=m)[m] - hf_logits(hf, x, m)[m]).abs().max().item()
+        diffs = [(model(x, attention_mask=m)[m] - hf_logits(hf, x, m)[m]).abs().max().item()
                  for x, m in ((ids, mask), (ids[:1], mask[:1]), (far[:, :64], everything[:, :64]))]
         # Further on, rotary angles rounded to float32 (transformers) and float64 (ours) differ by about
         # 1e-7 x position radians, enough to move logits by 1e-4 near position 120; with transformers'

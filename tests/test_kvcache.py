@@ -40,12 +40,12 @@ def test_padded_batch_through_the_cache_equals_each_sequence_alone(kind, config,
     B, width = len(lengths), max(lengths)
     seqs = [torch.randint(0, config.vocab_size, (n + decode_steps,), generator=g) for n in lengths]
     idx = torch.zeros(B, width, dtype=torch.long)
-    pad_mask = torch.zeros(B, width, dtype=torch.bool)
+    attention_mask = torch.zeros(B, width, dtype=torch.bool)
     for b, (n, s) in enumerate(zip(lengths, seqs)):  # left padding, as generate_batch does
-        idx[b, width - n:], pad_mask[b, width - n:] = s[:n], True
+        idx[b, width - n:], attention_mask[b, width - n:] = s[:n], True
     with torch.no_grad():
         cache = make_cache(model, kind, capacity=width + decode_steps, batch_size=B)
-        prefill = model(idx, cache=cache, pad_mask=pad_mask)
+        prefill = model(idx, cache=cache, attention_mask=attention_mask)
         steps = [model(torch.stack([s[n + t] for n, s in zip(lengths, seqs)])[:, None], cache=cache)
                  for t in range(decode_steps)]
         for b, (n, s) in enumerate(zip(lengths, seqs)):
@@ -129,9 +129,9 @@ def test_contiguous_cache_bytes_allocated_and_used():
     assert cache.bytes_allocated == 2 * 20 * per_token == il.kv_cache_bytes(config, 20, 2, torch.float32)
     assert cache.bytes_used == 0
     idx = torch.randint(0, 300, (2, 6))
-    pad_mask = torch.tensor([[True] * 6, [False] * 4 + [True] * 2])  # second sequence: 2 real tokens, 4 padding
+    attention_mask = torch.tensor([[True] * 6, [False] * 4 + [True] * 2])  # second sequence: 2 real tokens, 4 padding
     with torch.no_grad():
-        model(idx, cache=cache, pad_mask=pad_mask)
+        model(idx, cache=cache, attention_mask=attention_mask)
         model(torch.randint(0, 300, (2, 1)), cache=cache)
     assert cache.tokens() == [7, 3]
     assert cache.bytes_used == (7 + 3) * per_token
@@ -187,7 +187,7 @@ def test_a_cache_for_another_model_is_a_clear_error(kind):
     other = small_model(n_kv_head=4)  # same d_model, different number of key/value heads
     cache = make_cache(other, kind, capacity=8)
     with torch.no_grad():
-        with pytest.raises(ValueError, match=r"append expected k of shape .*\[1, 4, 3, 8\], got \[1, 2, 3, 8\]"):
+        with pytest.raises(ValueError, match=r"update expected k of shape .*\[1, 4, 3, 8\], got \[1, 2, 3, 8\]"):
             model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
     assert cache.length == 0 and cache.tokens() == [0]  # nothing half-written
     with torch.no_grad():
@@ -201,7 +201,7 @@ def test_wrong_batch_size_is_a_clear_error(kind):
     cache = make_cache(model, kind, capacity=8, batch_size=2)
     with torch.no_grad():
         with pytest.raises(ValueError, match="batch_size=2"):
-            model(torch.zeros(3, 2, dtype=torch.long), cache=cache, pad_mask=torch.ones(3, 2, dtype=torch.bool))
+            model(torch.zeros(3, 2, dtype=torch.long), cache=cache, attention_mask=torch.ones(3, 2, dtype=torch.bool))
         with pytest.raises(ValueError, match="shape of idx"):  # positions counted for the cache's 2 sequences
             model(torch.zeros(3, 2, dtype=torch.long), cache=cache)
 
@@ -211,21 +211,21 @@ def test_wrong_dtype_is_a_clear_error(kind):
     model = small_model()
     cache = (il.KVCache(model.config, capacity=8, dtype=torch.float16) if kind == "contiguous"
              else ConcatKVCache(model.config, dtype=torch.float16))
-    with torch.no_grad(), pytest.raises(TypeError, match="append expected k of dtype torch.float16"):
+    with torch.no_grad(), pytest.raises(TypeError, match="update expected k of dtype torch.float16"):
         model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
 
 
 @pytest.mark.parametrize("kind", CACHES)
-def test_append_checks_k_and_v_by_name(kind):
+def test_update_checks_k_and_v_by_name(kind):
     model = small_model()
     cache = make_cache(model, kind, capacity=8)
-    cache.attention_mask(2, None)
+    cache.reserve(2, None)
     good = torch.zeros(1, 2, 2, 8)
-    with pytest.raises(ValueError, match="append expected v of shape"):
-        cache.append(0, good, torch.zeros(1, 2, 3, 8))
-    cache.attention_mask(2, None)
-    with pytest.raises(TypeError, match="append expected k to be a torch.Tensor"):
-        cache.append(0, [[0.0]], good)
+    with pytest.raises(ValueError, match="update expected v of shape"):
+        cache.update(0, good, torch.zeros(1, 2, 3, 8))
+    cache.reserve(2, None)
+    with pytest.raises(TypeError, match="update expected k to be a torch.Tensor"):
+        cache.update(0, [[0.0]], good)
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -253,9 +253,9 @@ def test_one_token_fast_path_gives_the_general_mask_and_positions(batch, prompt_
     pad[:, -1] = True
     caches = [il.KVCache(cfg, batch, 20), il.KVCache(cfg, batch, 20)]
     for c in caches:
-        c.attention_mask(prompt_len, pad)
-        c.advance(prompt_len)
-    fast = caches[0].attention_mask(1, None)                                  # T == 1, no pad mask
-    general = caches[1].attention_mask(1, torch.ones(batch, 1, dtype=torch.bool))
+        c.reserve(prompt_len, pad)
+        c.commit(prompt_len)
+    fast = caches[0].reserve(1, None)                                  # T == 1, no attention mask
+    general = caches[1].reserve(1, torch.ones(batch, 1, dtype=torch.bool))
     assert torch.equal(fast[0], general[0]) and torch.equal(fast[1], general[1])
     assert torch.equal(caches[0].valid, caches[1].valid)

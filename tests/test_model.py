@@ -53,7 +53,7 @@ def test_padded_batch_equals_one_by_one(config, lengths, seed):
     for b, s in enumerate(seqs):  # left padding, as generate_batch does
         idx[b, width - len(s):], mask[b, width - len(s):] = s, True
     with torch.no_grad():
-        batched = model(idx, pad_mask=mask)
+        batched = model(idx, attention_mask=mask)
         for b, s in enumerate(seqs):
             alone = model(s[None])[0]
             torch.testing.assert_close(batched[b, width - len(s):], alone, atol=1e-4, rtol=1e-4)

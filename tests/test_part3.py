@@ -123,8 +123,8 @@ def test_cached_attention_weights_equal_the_rows_of_the_full_pass(kind, config, 
 def test_attention_weights_ignore_padding():
     model = tiny_model()
     x = torch.randint(0, 256, (2, 6))
-    pad_mask = torch.tensor([[True] * 6, [False, False, False, True, True, True]])
-    _, w = lesson3.attention_weights(model, x, pad_mask=pad_mask)
+    attention_mask = torch.tensor([[True] * 6, [False, False, False, True, True, True]])
+    _, w = lesson3.attention_weights(model, x, attention_mask=attention_mask)
     assert (w[:, 1, :, 3:, :3] == 0).all()  # real tokens never look at padding
     torch.testing.assert_close(w[:, 1, :, 3:].sum(-1), torch.ones(2, 4, 3))
 

@@ -251,10 +251,10 @@ def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: f
     device = model.device
     B = len(all_ids)
     idx = torch.full((B, width), pad_id, dtype=torch.long, device=device)
-    pad_mask = torch.zeros(B, width, dtype=torch.bool, device=device)
+    attention_mask = torch.zeros(B, width, dtype=torch.bool, device=device)
     for b, ids in enumerate(all_ids):
         idx[b, width - len(ids):] = torch.tensor(ids, device=device)
-        pad_mask[b, width - len(ids):] = True
+        attention_mask[b, width - len(ids):] = True
     generator = make_generator(seed, device)
     cache = KVCache(cfg, B, width + max_new_tokens, dtype=model.dtype, device=device)
     out = []
@@ -262,9 +262,9 @@ def generate_batch(model, tok, prompts, max_new_tokens: int = 50, temperature: f
     model.eval()
     try:
         with torch.inference_mode():
-            step_input, step_mask = idx, pad_mask
+            step_input, step_mask = idx, attention_mask
             for step in range(max_new_tokens):
-                logits = model(step_input, cache=cache, pad_mask=step_mask, last_only=True, check_inputs=False)[:, -1]
+                logits = model(step_input, cache=cache, attention_mask=step_mask, last_only=True, check_inputs=False)[:, -1]
                 step_input = sample_next(logits, temperature, top_k, top_p, generator).view(B, 1)
                 out.append(step_input[:, 0].tolist())
                 if step == 0:

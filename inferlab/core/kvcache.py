@@ -17,12 +17,12 @@ def _check_step(cache, k, v, new_tokens: int, dtype) -> None:
     want = [cache.batch_size, cache.config.n_kv_head, new_tokens, cache.config.head_dim]
     for name, t in (("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"append expected {name} to be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f"update expected {name} to be a torch.Tensor, got {type(t).__name__}")
         if list(t.shape) != want:
-            raise ValueError(f"append expected {name} of shape [batch_size, n_kv_head, new tokens, head_dim] = "
+            raise ValueError(f"update expected {name} of shape [batch_size, n_kv_head, new tokens, head_dim] = "
                              f"{want}, got {list(t.shape)}; was the cache made for this model's config and batch?")
         if t.dtype != dtype:
-            raise TypeError(f"append expected {name} of dtype {dtype} (the cache's), got {t.dtype}; "
+            raise TypeError(f"update expected {name} of dtype {dtype} (the cache's), got {t.dtype}; "
                             f"create the cache with dtype=model.dtype")
 
 
@@ -45,32 +45,33 @@ class KVCache:
         self.length = 0  # slots filled, the same for every sequence in the batch
         self._pending = 0
 
-    # --- the three calls the model makes -------------------------------------------------------
-    def attention_mask(self, T: int, pad_mask: torch.Tensor | None):
-        """Reserve T slots; return the [B, 1, T, length+T] mask and the positions of the new tokens."""
+    # --- the three calls the model makes: reserve, update (once per layer), commit ------------------
+    def reserve(self, T: int, attention_mask: torch.Tensor | None):
+        """Reserve T slots for the new tokens (``attention_mask``: ``[B, T]``, False for padding); return the
+        [B, 1, T, length+T] mask of the keys each new token may see, and the new tokens' positions."""
         if self.length + T > self.capacity:
             raise ValueError(f"KV cache full: {self.length} tokens cached + {T} new > capacity {self.capacity}; "
                              f"create the cache with a larger capacity (at most max_seq_len={self.config.max_seq_len})")
         device = self.valid.device
         start, end = self.length, self.length + T
         self._pending = T
-        if pad_mask is None and T == 1:  # decoding one token: it may see every real slot, itself included
+        if attention_mask is None and T == 1:  # decoding one token: it may see every real slot, itself included
             self.valid[:, start] = True
             return self.valid[:, None, None, :end].clone(), self.valid[:, :end].sum(-1, keepdim=True) - 1
-        if pad_mask is None:
-            pad_mask = torch.ones(self.batch_size, T, dtype=torch.bool, device=device)
-        if pad_mask.shape[0] != self.batch_size:
+        if attention_mask is None:
+            attention_mask = torch.ones(self.batch_size, T, dtype=torch.bool, device=device)
+        if attention_mask.shape[0] != self.batch_size:
             self._pending = 0
-            raise ValueError(f"this cache holds batch_size={self.batch_size} sequences, got a batch of {pad_mask.shape[0]}")
+            raise ValueError(f"this cache holds batch_size={self.batch_size} sequences, got a batch of {attention_mask.shape[0]}")
         counts = self.valid[:, :start].sum(-1, keepdim=True)
-        positions = (counts + pad_mask.long().cumsum(-1) - 1).clamp(min=0)
-        self.valid[:, start:end] = pad_mask
+        positions = (counts + attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        self.valid[:, start:end] = attention_mask
         key_slot = torch.arange(end, device=device)
         query_slot = torch.arange(start, end, device=device)
         mask = (key_slot[None, :] <= query_slot[:, None])[None, None] & self.valid[:, None, None, :end]
         return mask, positions
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write this step's keys/values for one layer; return all keys/values so far."""
         try:
             _check_step(self, k, v, self._pending, self.k.dtype)
@@ -83,7 +84,8 @@ class KVCache:
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def advance(self, T: int):
+    def commit(self, T: int):
+        """The T reserved tokens are now cached: the next step starts after them."""
         self.length += T
         self._pending = 0
 
@@ -104,7 +106,7 @@ class KVCache:
 
     def truncate(self, length: int):
         """Forget every slot from ``length`` on (speculative decoding rolls back rejected tokens, notebook 05).
-        The kept slots are untouched; the forgotten ones are overwritten by the next append."""
+        The kept slots are untouched; the forgotten ones are overwritten by the next update."""
         if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length <= self.length:
             raise ValueError(f"truncate length must be an int in [0, {self.length}] (tokens cached), got {length!r}")
         self.valid[:, length:] = False
@@ -132,24 +134,24 @@ class ConcatKVCache:
         self.length = 0
         self.bytes_copied = 0  # total bytes torch.cat has copied so far: the hidden cost of growing
 
-    def attention_mask(self, T: int, pad_mask: torch.Tensor | None):
+    def reserve(self, T: int, attention_mask: torch.Tensor | None):
         if self.length + T > self.config.max_seq_len:
             raise ValueError(f"cache would hold {self.length + T} tokens, more than max_seq_len={self.config.max_seq_len}")
         device = self.valid.device
-        if pad_mask is None:
-            pad_mask = torch.ones(self.batch_size, T, dtype=torch.bool, device=device)
-        if pad_mask.shape[0] != self.batch_size:
-            raise ValueError(f"this cache holds batch_size={self.batch_size} sequences, got a batch of {pad_mask.shape[0]}")
+        if attention_mask is None:
+            attention_mask = torch.ones(self.batch_size, T, dtype=torch.bool, device=device)
+        if attention_mask.shape[0] != self.batch_size:
+            raise ValueError(f"this cache holds batch_size={self.batch_size} sequences, got a batch of {attention_mask.shape[0]}")
         counts = self.valid.sum(-1, keepdim=True)
-        positions = (counts + pad_mask.long().cumsum(-1) - 1).clamp(min=0)
-        self.valid = torch.cat([self.valid, pad_mask], dim=1)
+        positions = (counts + attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        self.valid = torch.cat([self.valid, attention_mask], dim=1)
         end = self.length + T
         key_slot = torch.arange(end, device=device)
         query_slot = torch.arange(self.length, end, device=device)
         mask = (key_slot[None, :] <= query_slot[:, None])[None, None] & self.valid[:, None, None, :]
         return mask, positions
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         try:
             _check_step(self, k, v, self.valid.shape[1] - self.length, self.k[layer].dtype)
         except (TypeError, ValueError):
@@ -160,7 +162,7 @@ class ConcatKVCache:
         self.bytes_copied += 2 * self.k[layer].numel() * self.k[layer].element_size()
         return self.k[layer], self.v[layer]
 
-    def advance(self, T: int):
+    def commit(self, T: int):
         self.length += T
 
     def truncate(self, length: int):

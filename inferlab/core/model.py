@@ -55,11 +55,11 @@ def apply_rope(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
 
 
-def causal_mask(T: int, pad_mask: torch.Tensor | None, device) -> torch.Tensor:
+def causal_mask(T: int, attention_mask: torch.Tensor | None, device) -> torch.Tensor:
     """[B or 1, 1, T, T] bool: query i may see key j when j <= i and key j is a real token."""
     mask = torch.ones(T, T, dtype=torch.bool, device=device).tril()[None, None]
-    if pad_mask is not None:
-        mask = mask & pad_mask[:, None, None, :]
+    if attention_mask is not None:
+        mask = mask & attention_mask[:, None, None, :]
     return mask
 
 
@@ -118,7 +118,7 @@ class Attention(nn.Module):
             out = cache.attend(layer, q, k, v, fn)
         else:
             if cache is not None:
-                k, v = cache.append(layer, k, v)  # now every key/value this sequence may attend to
+                k, v = cache.update(layer, k, v)  # now every key/value this sequence may attend to
             out = fn(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.d_model))
 
@@ -247,17 +247,20 @@ class GPT(nn.Module):
         return total
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
-                pad_mask: torch.Tensor | None = None, last_only: bool = False,
+                attention_mask: torch.Tensor | None = None, last_only: bool = False,
                 logits_to_keep: torch.Tensor | None = None, check_inputs: bool = True) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for token ids ``idx [B, T]``.
 
         positions: ``[B, T]`` position of every token in its sequence (default: counted from the
-            cache's length and ``pad_mask``).
-        cache: any object with ``attention_mask(T, pad_mask) -> (mask, positions)``, ``append(layer, k, v)``
-            and ``advance(T)`` (see ``kvcache.KVCache`` and the engine's paged cache); a cache may instead
-            compute attention itself with ``attend(layer, q, k, v)``. None: plain causal attention over ``idx``.
-        pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to (Hugging Face calls
-            this ``attention_mask``: True for a real token).
+            cache's length and ``attention_mask``).
+        cache: any object with three calls, made in this order: ``reserve(T, attention_mask) -> (mask,
+            positions)`` (room for the T new tokens, which keys each may see, and their positions),
+            ``update(layer, k, v) -> (keys, values)`` (store this layer's new keys/values, return all of them,
+            as Hugging Face's ``Cache.update``) and ``commit(T)`` (the new tokens now count as cached); see
+            ``kvcache.KVCache`` and the engine's paged cache. A cache may instead compute attention itself
+            with ``attend(layer, q, k, v, fn)``. None: plain causal attention over ``idx``.
+        attention_mask: ``[B, T]`` bool, True for a real token and False for padding that nothing may attend
+            to (as Hugging Face's ``attention_mask``).
         last_only: return logits ``[B, 1, vocab]`` for the last position only; generation needs no
             more, and the head over every prompt position is wasted work (Hugging Face: ``logits_to_keep=1``).
         logits_to_keep: 1-D tensor of the positions whose logits to return, ``[B, len, vocab]`` (Hugging
@@ -267,15 +270,15 @@ class GPT(nn.Module):
         """
         idx = self._check_idx(idx, check_inputs)
         B, T = idx.shape
-        if pad_mask is not None:
-            pad_mask = pad_mask.to(device=idx.device, dtype=torch.bool)
-            if pad_mask.shape != idx.shape:
-                raise ValueError(f"pad_mask must have the shape of idx {tuple(idx.shape)}, got {tuple(pad_mask.shape)}")
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(device=idx.device, dtype=torch.bool)
+            if attention_mask.shape != idx.shape:
+                raise ValueError(f"attention_mask must have the shape of idx {tuple(idx.shape)}, got {tuple(attention_mask.shape)}")
         if cache is None:
-            mask = causal_mask(T, pad_mask, idx.device)
-            default_pos = _count_positions(pad_mask, B, T, idx.device)
+            mask = causal_mask(T, attention_mask, idx.device)
+            default_pos = _count_positions(attention_mask, B, T, idx.device)
         else:
-            mask, default_pos = cache.attention_mask(T, pad_mask)
+            mask, default_pos = cache.reserve(T, attention_mask)
         positions = default_pos if positions is None else positions.to(idx.device)
         if positions.shape != idx.shape:
             raise ValueError(f"positions must have the shape of idx {tuple(idx.shape)}, got {tuple(positions.shape)}")
@@ -287,7 +290,7 @@ class GPT(nn.Module):
         for layer, block in enumerate(self.blocks):
             x = block(x, rope, mask, cache, layer)
         if cache is not None:
-            cache.advance(T)
+            cache.commit(T)
         if logits_to_keep is not None:
             x = x[:, logits_to_keep]
         return self.head(x[:, -1:] if last_only else x)
@@ -326,8 +329,8 @@ def _min_max(t: torch.Tensor) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-def _count_positions(pad_mask, B, T, device):
+def _count_positions(attention_mask, B, T, device):
     """Position of each token = how many real tokens precede it (padding gets position 0)."""
-    if pad_mask is None:
+    if attention_mask is None:
         return torch.arange(T, device=device).expand(B, T)
-    return (pad_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -93,10 +93,10 @@ class PagedBatch:
         self.positions, self.shape = positions.to(device), tables.shape
         self.write_rows, self.read_rows = write_rows.flatten().to(device), read_rows.flatten().to(device)
 
-    def attention_mask(self, T: int, pad_mask):   # each new token sees its own sequence up to its position
+    def reserve(self, T: int, attention_mask):   # each new token sees its own sequence up to its position
         return self.mask, self.positions
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write the new keys/values into their slots, then gather each row's blocks in block-table order."""
         (rows, width), cfg, bs = self.shape, self.pool.config, self.pool.block_size
         out = []
@@ -109,11 +109,11 @@ class PagedBatch:
         return out[0], out[1]
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend) -> torch.Tensor:
-        """Packed layout: write and gather as ``append``, then ``attend`` (the model's) for each sequence's
+        """Packed layout: write and gather as ``update``, then ``attend`` (the model's) for each sequence's
         queries over its own keys only, so the work grows with each sequence's length, not the batch's."""
-        keys, values = self.append(layer, k, v)
+        keys, values = self.update(layer, k, v)
         return torch.cat([attend(q[:, :, qs:qe], keys[:, :, ks:ke], values[:, :, ks:ke], mask)
                           for (qs, qe, ks, ke), mask in zip(self.spans, self.masks)], dim=2)
 
-    def advance(self, T: int):
+    def commit(self, T: int):
         pass

@@ -365,20 +365,20 @@ class _Recorder:
         self.cache = cache
         self.kv = {}
 
-    def attention_mask(self, T, pad_mask):
-        return self.cache.attention_mask(T, pad_mask)
+    def reserve(self, T, attention_mask):
+        return self.cache.reserve(T, attention_mask)
 
-    def append(self, layer, k, v):
-        k_all, v_all = self.cache.append(layer, k, v)
+    def update(self, layer, k, v):
+        k_all, v_all = self.cache.update(layer, k, v)
         self.kv[layer] = (k_all, v_all)
         return k_all, v_all
 
-    def advance(self, T):
-        self.cache.advance(T)
+    def commit(self, T):
+        self.cache.commit(T)
 
 
-def attention_weights(model, idx: torch.Tensor, cache=None, pad_mask=None):
-    """Run ``model(idx, cache=cache, pad_mask=pad_mask)``; return ``(logits, weights)`` with every layer's
+def attention_weights(model, idx: torch.Tensor, cache=None, attention_mask=None):
+    """Run ``model(idx, cache=cache, attention_mask=attention_mask)``; return ``(logits, weights)`` with every layer's
     attention weights ``[n_layer, B, n_head, T, S]`` (T new queries over all S keys they may see).
 
     A forward pre-hook captures each attention module's input; the weights are then recomputed with the
@@ -397,7 +397,7 @@ def attention_weights(model, idx: torch.Tensor, cache=None, pad_mask=None):
     hooks = [block.attn.register_forward_pre_hook(capture(i)) for i, block in enumerate(model.blocks)]
     try:
         with torch.no_grad():
-            logits = model(idx, cache=recorder, pad_mask=pad_mask)
+            logits = model(idx, cache=recorder, attention_mask=attention_mask)
     finally:
         for h in hooks:
             h.remove()

@@ -51,12 +51,12 @@ def filled_cache(model, batch_size: int, length: int, capacity: int | None = Non
         raise ValueError(f"length must be below capacity and capacity at most max_seq_len={cfg.max_seq_len}, "
                          f"got length {length}, capacity {capacity}")
     cache = KVCache(cfg, batch_size, capacity, dtype=model.dtype, device=model.device)
-    cache.attention_mask(length, None)
+    cache.reserve(length, None)
     block = torch.full((batch_size, cfg.n_kv_head, length, cfg.head_dim), 0.01, dtype=model.dtype,
                        device=model.device)  # written, so every page is real memory
     for layer in range(cfg.n_layer):
-        cache.append(layer, block, block)
-    cache.advance(length)
+        cache.update(layer, block, block)
+    cache.commit(length)
     return cache
 
 

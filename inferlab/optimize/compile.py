@@ -19,14 +19,14 @@ from ..core.kvcache import KVCache
 class StaticKVCache(KVCache):
     """A ``KVCache`` whose attention always spans the full capacity: same shapes at every decode step."""
 
-    def attention_mask(self, T: int, pad_mask):
-        mask, positions = super().attention_mask(T, pad_mask)
+    def reserve(self, T: int, attention_mask):
+        mask, positions = super().reserve(T, attention_mask)
         full = torch.zeros(*mask.shape[:-1], self.capacity, dtype=torch.bool, device=mask.device)
         full[..., :mask.shape[-1]] = mask
         return full, positions
 
-    def append(self, layer: int, k, v):
-        super().append(layer, k, v)
+    def update(self, layer: int, k, v):
+        super().update(layer, k, v)
         return self.k[layer], self.v[layer]
 
 
