@@ -56,7 +56,8 @@ def causal_mask(T: int, pad_mask: torch.Tensor | None, device) -> torch.Tensor:
 def attend(q, k, v, mask):
     """Plain scaled dot-product attention with grouped-query support.
 
-    q: [B, H, T, d]; k, v: [B, KV, S, d] with H a multiple of KV; mask: [B|1, 1, T, S] bool.
+    q: [B, H, T, d]; k, v: [B, KV, S, d] with H a multiple of KV; mask: [B|1, 1, T, S] bool, or None when
+    every query may see every key (one new token over a cache without padding).
     A query with no visible key (a padding slot) gets zeros instead of NaN.
     """
     B, H, T, d = q.shape
@@ -66,7 +67,8 @@ def attend(q, k, v, mask):
     # cost more than the arithmetic (autograd allows it: neither step's backward needs the scores)
     scores = (q @ k.transpose(-2, -1)).div_(math.sqrt(d))
     scores = scores.view(B, kv_heads, H // kv_heads, T, -1)
-    scores.masked_fill_(~mask[:, :, None], float("-inf"))
+    if mask is not None:
+        scores.masked_fill_(~mask[:, :, None], float("-inf"))
     weights = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
     out = weights.view(B, kv_heads, H // kv_heads * T, -1) @ v
     return out.view(B, H, T, d)
@@ -222,7 +224,7 @@ class GPT(nn.Module):
 
         positions: ``[B, T]`` position of every token in its sequence (default: counted from the
             cache's length and ``pad_mask``).
-        cache: any object with ``attention_mask(T, pad_mask) -> (mask, positions)``, ``append(layer, k, v)``
+        cache: any object with ``attention_mask(T, pad_mask) -> (mask or None, positions)``, ``append(layer, k, v)``
             and ``advance(T)`` (see ``kvcache.KVCache`` and the engine's paged cache); a cache may instead
             compute attention itself with ``attend(layer, q, k, v)``. None: plain causal attention over ``idx``.
         pad_mask: ``[B, T]`` bool, False for padding tokens that nothing may attend to (Hugging Face calls

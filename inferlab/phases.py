@@ -446,7 +446,8 @@ def attention_weights(model, idx: torch.Tensor, cache=None, pad_mask=None):
                 q = apply_rope(q, *rope)
             k = k.repeat_interleave(cfg.n_head // cfg.n_kv_head, dim=1)
             scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(cfg.head_dim)
-            scores = scores.masked_fill(~mask, float("-inf"))
+            if mask is not None:   # (None: the new token sees every cached one)
+                scores = scores.masked_fill(~mask, float("-inf"))
             weights.append(torch.softmax(scores, dim=-1).nan_to_num(0.0))
     return logits, torch.stack(weights)
 

@@ -21,6 +21,8 @@ class StaticKVCache(KVCache):
 
     def attention_mask(self, T: int, pad_mask):
         mask, positions = super().attention_mask(T, pad_mask)
+        if mask is None:   # the new token sees every filled slot; the empty ones still need hiding
+            mask = self.valid[:, None, None, :self.length + T]
         full = torch.zeros(*mask.shape[:-1], self.capacity, dtype=torch.bool, device=mask.device)
         full[..., :mask.shape[-1]] = mask
         return full, positions
