@@ -259,3 +259,20 @@ def test_one_token_fast_path_gives_the_general_mask_and_positions(batch, prompt_
     general = caches[1].reserve(1, torch.ones(batch, 1, dtype=torch.bool))
     assert torch.equal(fast[0], general[0]) and torch.equal(fast[1], general[1])
     assert torch.equal(caches[0].valid, caches[1].valid)
+
+
+@given(config=small_configs(), seed=st.integers(0, 10**6))
+def test_a_decode_step_without_padding_needs_no_mask_and_gives_the_masked_logits(config, seed):
+    model = random_model(config, seed)
+    x = torch.randint(0, config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for name in ("sdpa", "reference"):
+            model.attention = name
+            plain, padded = il.KVCache(config, 2, 9), il.KVCache(config, 2, 9)
+            model(x[:, :5], cache=plain)
+            model(x[:, :5], cache=padded, attention_mask=torch.ones(2, 5, dtype=torch.bool))  # every later step masked
+            for t in range(5, 8):
+                torch.testing.assert_close(model(x[:, t:t + 1], cache=plain), model(x[:, t:t + 1], cache=padded),
+                                           atol=2e-5, rtol=2e-5)
+    model.attention = "sdpa"
+    assert plain.reserve(1, None)[0] is None and padded.reserve(1, None)[0] is not None

@@ -43,12 +43,14 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.valid = torch.zeros(batch_size, capacity, dtype=torch.bool, device=device)  # slot holds a real token
         self.length = 0  # slots filled, the same for every sequence in the batch
+        self.padded = False  # was a pad mask ever written? If not, every filled slot holds a real token
         self._pending = 0
 
     # --- the three calls the model makes: reserve, update (once per layer), commit ------------------
     def reserve(self, T: int, attention_mask: torch.Tensor | None):
         """Reserve T slots for the new tokens (``attention_mask``: ``[B, T]``, False for padding); return the
-        [B, 1, T, length+T] mask of the keys each new token may see, and the new tokens' positions."""
+        [B, 1, T, length+T] mask of the keys each new token may see, and the new tokens' positions.
+        The mask is None when there is nothing to hide: one new token, and no padding ever written."""
         if self.length + T > self.capacity:
             raise ValueError(f"KV cache full: {self.length} tokens cached + {T} new > capacity {self.capacity}; "
                              f"create the cache with a larger capacity (at most max_seq_len={self.config.max_seq_len})")
@@ -57,12 +59,16 @@ class KVCache:
         self._pending = T
         if attention_mask is None and T == 1:  # decoding one token: it may see every real slot, itself included
             self.valid[:, start] = True
+            if not self.padded:   # every slot is real: no mask (None), and the new token's position is its slot
+                return None, torch.full((self.batch_size, 1), start, device=device)
             return self.valid[:, None, None, :end].clone(), self.valid[:, :end].sum(-1, keepdim=True) - 1
         if attention_mask is None:
             attention_mask = torch.ones(self.batch_size, T, dtype=torch.bool, device=device)
-        if attention_mask.shape[0] != self.batch_size:
+        elif attention_mask.shape[0] != self.batch_size:
             self._pending = 0
             raise ValueError(f"this cache holds batch_size={self.batch_size} sequences, got a batch of {attention_mask.shape[0]}")
+        else:
+            self.padded = True
         counts = self.valid[:, :start].sum(-1, keepdim=True)
         positions = (counts + attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         self.valid[:, start:end] = attention_mask

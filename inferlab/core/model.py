@@ -66,7 +66,8 @@ def causal_mask(T: int, attention_mask: torch.Tensor | None, device) -> torch.Te
 def attend(q, k, v, mask):
     """Plain scaled dot-product attention with grouped-query support.
 
-    q: [B, H, T, d]; k, v: [B, KV, S, d] with H a multiple of KV; mask: [B|1, 1, T, S] bool.
+    q: [B, H, T, d]; k, v: [B, KV, S, d] with H a multiple of KV; mask: [B|1, 1, T, S] bool, or None when
+    every query may see every key (one new token over a cache without padding).
     A query with no visible key (a padding slot) gets zeros instead of NaN.
     """
     B, H, T, d = q.shape
@@ -76,7 +77,8 @@ def attend(q, k, v, mask):
     # cost more than the arithmetic (autograd allows it: neither step's backward needs the scores)
     scores = (q @ k.transpose(-2, -1)).div_(math.sqrt(d))
     scores = scores.view(B, kv_heads, H // kv_heads, T, -1)
-    scores.masked_fill_(~mask[:, :, None], float("-inf"))
+    if mask is not None:
+        scores.masked_fill_(~mask[:, :, None], float("-inf"))
     weights = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
     out = weights.view(B, kv_heads, H // kv_heads * T, -1) @ v
     return out.view(B, H, T, d)
@@ -253,7 +255,7 @@ class GPT(nn.Module):
 
         positions: ``[B, T]`` position of every token in its sequence (default: counted from the
             cache's length and ``attention_mask``).
-        cache: any object with three calls, made in this order: ``reserve(T, attention_mask) -> (mask,
+        cache: any object with three calls, made in this order: ``reserve(T, attention_mask) -> (mask or None,
             positions)`` (room for the T new tokens, which keys each may see, and their positions),
             ``update(layer, k, v) -> (keys, values)`` (store this layer's new keys/values, return all of them,
             as Hugging Face's ``Cache.update``) and ``commit(T)`` (the new tokens now count as cached); see

@@ -14,9 +14,12 @@ from ..core.config import ModelConfig
 from ..core.model import GPT
 
 
-def random_tensor(shape, dtype=torch.float32, seed: int = 0, block: int = 1 << 16) -> torch.Tensor:
+def random_tensor(shape, dtype=torch.float32, seed: int = 0, block: int = 65537) -> torch.Tensor:
     """Normal(0, 0.02) numbers for a weight of ``shape``: one random block tiled over the tensor (drawing
-    hundreds of millions of numbers takes seconds; copying a block a fraction of one). Times like any weight."""
+    hundreds of millions of numbers takes seconds; copying a block a fraction of one). Times like any weight.
+    The block's length is prime, so no two rows are the same numbers: with 2**16, a multiple of 256 rows of
+    768, gpt2's 50257-row embedding (the tied head) held 257 distinct rows, and every greedy pick was a tie
+    that rounding decided (cached and uncached decoding then disagreed)."""
     numel = math.prod(shape)
     pattern = torch.randn(min(block, numel), generator=torch.Generator().manual_seed(seed)).mul_(0.02).to(dtype)
     out = torch.empty(numel, dtype=dtype)

@@ -21,6 +21,8 @@ class StaticKVCache(KVCache):
 
     def reserve(self, T: int, attention_mask):
         mask, positions = super().reserve(T, attention_mask)
+        if mask is None:   # the new token sees every filled slot; the empty ones still need hiding
+            mask = self.valid[:, None, None, :self.length + T]
         full = torch.zeros(*mask.shape[:-1], self.capacity, dtype=torch.bool, device=mask.device)
         full[..., :mask.shape[-1]] = mask
         return full, positions
