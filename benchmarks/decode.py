@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 import inferlab as il  # noqa: E402
 from inferlab.core.kvcache import KVCache  # noqa: E402
 from inferlab.measure import machine, random_weights, roofline  # noqa: E402
-from inferlab.measure.timing import compare, cpu_model, paired_ratio  # noqa: E402
+from inferlab.measure.timing import compare, cpu_model, paired_ratio, print_results  # noqa: E402
 
 PROMPT, NEW = 16, 48
 
@@ -202,9 +202,7 @@ def main():
               f"({NEW / hf['transformers'].median_s:.1f} tokens/s); transformers / inferlab time {r}")
         results["gpt2_speed_vs_transformers"] = r.median
     print()
-    print(f"machine: {cpu_model()}")
-    for k, v in results.items():
-        print(f"{k}: {v:.3f}")
+    print_results(results)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 import inferlab as il  # noqa: E402
 from inferlab.core.corpus import load_corpus  # noqa: E402
 from inferlab.measure import random_weights  # noqa: E402
-from inferlab.measure.timing import cpu_model, from_samples, measure, ratio_of  # noqa: E402
+from inferlab.measure.timing import cpu_model, from_samples, measure, print_results, ratio_of  # noqa: E402
 
 FOLDER = Path(tempfile.gettempdir()) / "inferlab-bench" / "smollm2-135m-shape"
 SMOLLM2_135M = dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
@@ -107,9 +107,7 @@ def main():
     results["random_tokens_per_s"] = 1 / tr.median_s
     results["loaded_vs_random_speed"] = r.median
     print()
-    print(f"machine: {cpu_model()}")
-    for k, v in results.items():
-        print(f"{k}: {v:.3f}")
+    print_results(results)
 
 
 if __name__ == "__main__":

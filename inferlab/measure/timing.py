@@ -110,6 +110,13 @@ def cpu_model() -> str:
     return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+def print_results(results: dict) -> None:
+    """The benchmarks' last lines: the machine, then one ``name: value`` line per measured result."""
+    print(f"machine: {cpu_model()}")
+    for name, value in results.items():
+        print(f"{name}: {value:.3f}")
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (empty where /proc/cpuinfo does not exist)."""
     return set((cpuinfo("flags") or "").split())
