@@ -9,8 +9,9 @@ bandwidth, https://github.com/pytorch-labs/gpt-fast). Measured in one process, i
 
 * the read bandwidth (sum of a 512 MiB tensor) and cached greedy decode with ``il.generate`` (time per
   output token after the first), for each model; the fraction = bytes per step / step time / bandwidth;
-* the model's step as it is now against the path before issue 16 (the reference attention and an input
-  check with host synchronisation in every forward: ``model.attention = "reference"``, ``check_inputs``),
+* the model's step as it is now against the path before issue 16 (the reference attention, an input
+  check with host synchronisation in every forward and a mask at every step: ``model.attention =
+  "reference"``, ``check_inputs``, ``KVCache.padded``),
   one forward of one token with a cached context, the ratio of the two;
 * the ceiling that binds first: every linear layer's matrix-vector product alone (``F.linear`` with one row,
   the model's weights in forward order), as a fraction of the bandwidth, and the step against it (what the
@@ -76,8 +77,10 @@ def decode_s_per_token(model):
 
 
 def step_fn(model, legacy: bool):
-    """One cached forward of one token; ``legacy``: the reference attention and per-forward input checks."""
+    """One cached forward of one token; ``legacy``: the reference attention, per-forward input checks and a
+    bool mask at every step (a cache that saw a pad mask still builds one)."""
     cache = KVCache(model.config, 1, PROMPT + 2, dtype=model.dtype)
+    cache.padded = legacy
     x = torch.tensor([list(range(1, PROMPT + 1))])
     with torch.inference_mode():
         model(x, cache=cache)
