@@ -78,7 +78,7 @@ def decode_s_per_token(model):
 
 def step_fn(model, legacy: bool):
     """One cached forward of one token; ``legacy``: the reference attention, per-forward input checks and a
-    bool mask at every step (a cache that saw a pad mask still builds one)."""
+    bool mask at every step (a cache that saw padding still builds one)."""
     cache = KVCache(model.config, 1, PROMPT + 2, dtype=model.dtype)
     cache.padded = legacy
     x = torch.tensor([list(range(1, PROMPT + 1))])
