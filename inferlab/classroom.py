@@ -62,7 +62,7 @@ def source_notebook(path):
         for key, name in checks:
             from .exercises import get_exercise
             measured = get_exercise(key).measured
-            extra = f", measured={measured}" if measured else ""
+            extra = (f", measured={measured}" if measured else "") + "".join(f", {n}={n}" for n in get_exercise(key).uses)
             test = nbformat.v4.new_code_cell(
                 f'# graded by nbgrader (silent while you work): exercise {key}\nex.graded("{key}", {name}{extra})')
             test.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 1,

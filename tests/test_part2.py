@@ -244,6 +244,16 @@ def test_token_view_callback(tok, text):
     assert f"{len(tok.encode(text))} tokens" in fig._suptitle.get_text()
 
 
+def test_single_byte_tokens_are_ids_below_256_in_the_bundled_tokenizer_and_one_byte_in_any(tok):
+    assert [viz.is_byte_token(i, tok) for i in range(tok.vocab_size)] == [i < 256 for i in range(tok.vocab_size)]
+    assert [viz.is_byte_token(i) for i in range(tok.vocab_size)] == [i < 256 for i in range(tok.vocab_size)]
+    assert viz.token_label(tok, tok.vocab_size + 5) == f"<{tok.vocab_size + 5}>"   # an id the tokenizer lacks
+    assert not viz.is_byte_token(tok.vocab_size + 5, tok) and not viz.is_partial(tok, tok.vocab_size + 5)
+    ids = tok.encode("Grüße aus Köln 🙂 — the return value is None.")
+    assert viz.text_of(tok, ids) == tok.decode(ids) and viz.text_of(tok, ids[:2] + [tok.vocab_size]).endswith(
+        f"<{tok.vocab_size}>")
+
+
 def test_token_view_counts_only_ids_below_256_as_single_bytes(tok):
     text = "Grüße aus Köln 🙂 — the return value is None."
     ids = tok.encode(text)
@@ -253,7 +263,7 @@ def test_token_view_counts_only_ids_below_256_as_single_bytes(tok):
     n_single, n_partial = sum(i < 256 for i in ids), sum(viz.is_partial(tok, i) for i in ids)
     assert n_single != n_partial   # the two counts differ on this text, so the title must not mix them
     title = fig._suptitle.get_text()
-    assert f"{n_single} single-byte tokens (ids 0–255, orange)" in title and f"{n_partial} not whole characters" in title
+    assert f"{n_single} single-byte tokens (orange)" in title and f"{n_partial} not whole characters" in title
     boxes = [p for p in fig.axes[0].patches]
     orange = [b for b in boxes if matplotlib.colors.to_hex(b.get_facecolor()) == "#f9cb9c"]
     assert len(boxes) == len(ids) and len(orange) == n_single
@@ -427,6 +437,33 @@ def test_exercise_25():
     for wrong in (notebook_pick, runner_up, tok.vocab_size + 5, (right + 1) % tok.vocab_size):
         ok, message = ex.verdict("2.5", wrong)
         assert not ok and str(right) not in message.split("not yet.")[1]   # a hint never gives the id away
+
+
+class _CharTokenizer:
+    """Another lesson's tokenizer: one token per character (its code point, modulo 256)."""
+    vocab = [bytes([b]) for b in range(256)]
+    vocab_size = 256
+
+    def encode(self, text):
+        return [ord(c) % 256 for c in text]
+
+
+def test_exercises_21_and_25_are_checked_on_the_lessons_own_model_when_it_is_passed(tok):
+    char_tok = _CharTokenizer()
+    n_chars = len(part2.EX21_TEXT)
+    assert n_chars != len(tok.encode(part2.EX21_TEXT))
+    assert ex.verdict("2.1", n_chars, tok=char_tok)[0] and not ex.verdict("2.1", n_chars)[0]
+    torch.manual_seed(1)
+    other = il.GPT(il.ModelConfig(vocab_size=256, d_model=32, n_layer=1, n_head=2, max_seq_len=64)).eval()
+    with torch.inference_mode():
+        right = int(other(torch.tensor([char_tok.encode(part2.EX25_PROMPT)]))[0, -1].argmax())
+    assert ex.verdict("2.5", right, model=other, tok=char_tok)[0]
+    assert ex.get_exercise("2.5").uses == ("model", "tok") and ex.get_exercise("2.1").uses == ("tok",)
+    assert "could not be checked" in ex.verdict("2.5", right, model=other)[1]   # a model needs its tokenizer
+    with pytest.raises(TypeError, match="takes no model"):
+        ex.verdict("2.1", n_chars, model=other)
+    namespace = {"il": il, "torch": torch, "model": other, "tok": char_tok, "answer": None}
+    assert ex.run_solution("2.5", namespace) == [] and ex.run_solution("2.1", namespace) == []
 
 
 def test_exercise_26_prediction_against_the_learner_measurement():

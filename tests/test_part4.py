@@ -215,6 +215,12 @@ def test_overhead_model_and_widgets():
         viz.scaled_config(base, 100)
     with pytest.raises(TypeError, match="roof"):
         viz.overhead_prediction(base, "fast", 1.0)
+    assert viz.widths_for(base) == viz.WIDTHS                  # the bundled shape: powers of two
+    smollm = il.ModelConfig(vocab_size=49152, d_model=576, n_layer=30, n_head=9, n_kv_head=3, d_ff=1536)
+    widths = viz.widths_for(smollm)                            # 9 heads: widths that 9 even-sized heads split
+    assert all(w % 18 == 0 for w in widths) and widths[0] <= 72 and widths[-1] >= 8000
+    assert isinstance(viz.overhead_view(1.0, 1, smollm, MACHINE, {576: 0.05, 144: 0.01}), Figure)
+    assert viz.scaled_config(smollm, 576 // 4).d_ff == 1536 // 4
     text = viz.overhead_widget(base, MACHINE, 17.3)._repr_mimebundle_()["text/plain"]
     assert text.startswith("Live widget:") and "fixed cost" in text
     bundle = viz.roofline_widget(MACHINE, hardware=viz.MACHINE, config_name="gpt2", dtype_name="float32")._repr_mimebundle_()
@@ -235,3 +241,11 @@ def test_notebook_is_committed_clean():
         assert "state" in nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_single_operations_are_timed_on_the_device_asked_for():
+    t = machine.time_linear(4, 64, 128, repeats=2, min_time_s=0.0, device="cpu")
+    a = machine.time_attention(4, 2, 16, 1, 32, repeats=2, min_time_s=0.0, device="cpu")
+    assert t.median_s > 0 and a.median_s > 0
+    with pytest.raises(ValueError, match="device"):
+        machine.time_linear(4, 64, 128, device="no-such-device")

@@ -8,6 +8,10 @@ Each notebook part registers its exercises in ``inferlab/exercises/partN.py``. I
     ex.solution("1.1")       # prints a worked solution, for when you are stuck
     ex.progress()            # which exercises of which lesson you have solved so far
 
+An exercise whose answer depends on the model (the greedy pick of lesson 02, say) is checked on the model the
+lesson runs when the notebook passes it: ``ex.check("2.5", answer, model=model, tok=tok)``; without them, on
+the bundled model.
+
 A teacher turns solutions off with the environment variable ``INFERLAB_SOLUTIONS=off`` (set before
 starting JupyterLab). Verdicts are remembered in ``~/.inferlab/progress.json`` (or the file named by
 ``INFERLAB_PROGRESS``; ``INFERLAB_PROGRESS=off`` remembers nothing).
@@ -33,6 +37,7 @@ class Exercise:
     verify: Callable[..., tuple[bool, str]]   # answer [, measured] -> (correct?, message shown to the learner)
     solution: str                             # worked solution (code and a sentence why)
     measured: str | None = None               # a prediction: the notebook's name for the measurement it is checked against
+    uses: tuple[str, ...] = ()                # notebook names the check may be given (the lesson's model, tok), by keyword
 
 
 REGISTRY: dict[str, Exercise] = {}
@@ -73,14 +78,17 @@ def compare_guess(guess, measured, what: str, fmt: str | None = None) -> str:
     return f"{what}: you guessed {show(guess)}, measured {show(measured)}."
 
 
-def exercise(key: str, question: str, solution: str, measured: str | None = None):
+def exercise(key: str, question: str, solution: str, measured: str | None = None, uses: tuple[str, ...] = ()):
     """Decorator: register ``verify(answer) -> (ok, message)`` as exercise ``key``.
 
     A *prediction* names, in ``measured``, the notebook variable holding the learner's own measurement;
     its ``verify(answer, measured)`` judges the guess against it, and the notebook calls
-    ``ex.check(key, answer, measured=<that variable>)`` after the measuring cell."""
+    ``ex.check(key, answer, measured=<that variable>)`` after the measuring cell. ``uses`` names the
+    notebook variables ``verify`` also accepts as keyword arguments (``("model", "tok")``: the lesson's model
+    and tokenizer, so the right answer is recomputed on the model the lesson runs; the bundled one when they
+    are not given)."""
     def register(verify):
-        REGISTRY[key] = Exercise(key, question, verify, solution.strip("\n"), measured)
+        REGISTRY[key] = Exercise(key, question, verify, solution.strip("\n"), measured, tuple(uses))
         return verify
     return register
 
@@ -99,17 +107,23 @@ def get_exercise(key: str) -> Exercise:
     return REGISTRY[key]
 
 
-def verdict(key: str, answer, measured=None) -> tuple[bool, str]:
+def verdict(key: str, answer, measured=None, **given) -> tuple[bool, str]:
     """(correct?, message) without printing; ``None`` means not answered yet. A prediction also needs
-    ``measured``, the learner's own measurement."""
+    ``measured``, the learner's own measurement; ``given``: the names the exercise ``uses`` (the lesson's
+    ``model=`` and ``tok=``)."""
     ex = get_exercise(key)
+    unknown = sorted(set(given) - set(ex.uses))
+    if unknown:
+        allowed = ", ".join(f"{n}=" for n in ex.uses) or "nothing"
+        raise TypeError(f"exercise {key} takes no {', '.join(unknown)} (it takes {allowed} besides the answer)")
+    given = {name: value for name, value in given.items() if value is not None}
     if answer is None or answer is ...:
         return False, f"Exercise {key}: waiting for your answer."
     if ex.measured is not None and measured is None:
         return False, (f"Exercise {key}: this prediction is checked against your measurement: run the measuring "
                        f"cell, then ex.check({key!r}, answer, measured={ex.measured}).")
     try:
-        ok, message = ex.verify(answer) if ex.measured is None else ex.verify(answer, measured)
+        ok, message = ex.verify(answer, **given) if ex.measured is None else ex.verify(answer, measured, **given)
     except Exception as e:  # a wrong type of answer is a wrong answer, not a crash
         return False, f"Exercise {key}: that answer could not be checked ({type(e).__name__}: {e})."
     return ok, f"Exercise {key}: {'correct' if ok else 'not yet'}. {message}"
@@ -144,10 +158,11 @@ def _record(key: str, ok: bool) -> None:
         pass   # a read-only home must not break a lesson
 
 
-def check(key: str, answer, measured=None) -> None:
+def check(key: str, answer, measured=None, **given) -> None:
     """Print the verdict (a neutral line while the answer is still ``None``) and remember it for
-    ``progress()``. Returns nothing, so a check cell shows no ``Out:``; tests use ``verdict``."""
-    ok, message = verdict(key, answer, measured)
+    ``progress()``. Returns nothing, so a check cell shows no ``Out:``; tests use ``verdict``. ``given``: the
+    lesson's ``model=`` and ``tok=`` for an exercise that uses them."""
+    ok, message = verdict(key, answer, measured, **given)
     waiting = answer is None or answer is ...
     if not waiting:
         _record(key, ok)
@@ -171,11 +186,11 @@ def progress() -> dict:
     return {k: v for k, v in done.items() if k in REGISTRY}
 
 
-def graded(key: str, answer, measured=None) -> None:
+def graded(key: str, answer, measured=None, **given) -> None:
     """The graded cell of a class copy (``inferlab.classroom``): silent while a learner runs the lesson,
     an AssertionError with the verdict when nbgrader grades it (it sets ``NBGRADER_EXECUTION``)."""
     if os.environ.get("NBGRADER_EXECUTION"):
-        ok, message = verdict(key, answer, measured)
+        ok, message = verdict(key, answer, measured, **given)
         if not ok:
             raise AssertionError(message)
 
@@ -251,7 +266,8 @@ def run_solution(key: str, namespace: dict) -> list:
         measured = namespace.get(ex.measured) if ex.measured is not None else None
         if ex.measured is not None and measured is None:
             problems.append(f"{key}: the notebook has no measurement named {ex.measured!r}")
-        ok, message = verdict(key, scratch[name], measured)
+        given = {n: namespace[n] for n in ex.uses if n in namespace}   # the lesson's model, as its cell passes it
+        ok, message = verdict(key, scratch[name], measured, **given)
         if not ok:
             problems.append(f"{key}: the solution's answer fails its own check: {message}")
     return problems

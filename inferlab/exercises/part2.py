@@ -1,8 +1,9 @@
 """Exercises of notebook 02 (how inference works): tokens, sampling controls, the greedy choice, and a
 prediction of where one step's time goes (2.6, checked against the learner's own measurement).
 
-Every check recomputes the right answer with the package's own code (the bundled tokenizer and
-model, ``inferlab.sampling``), so it stays right if the bundled checkpoint is retrained.
+Every check recomputes the right answer with the package's own code (``inferlab.sampling``, and the
+tokenizer and model: the lesson's when the notebook passes them, ``tok=`` and ``model=``, else the
+bundled ones), so it stays right if the bundled checkpoint is retrained or the lesson runs a real model.
 """
 from __future__ import annotations
 
@@ -69,42 +70,51 @@ def _survivors(logits, **controls) -> set[int]:
     return set(torch.nonzero(probs > 0).flatten().tolist())
 
 
-def tokens_in(text: str) -> int:
-    """How many tokens the bundled tokenizer makes of ``text``."""
-    return len(_tokenizer().encode(text))
+def tokens_in(text: str, tok=None) -> int:
+    """How many tokens ``tok`` (default: the bundled tokenizer) makes of ``text``."""
+    return len((tok if tok is not None else _tokenizer()).encode(text))
 
 
-def greedy_picks(prompt: str) -> list[int]:
-    """The argmax of the bundled model's logits at every position of ``prompt``; the last is the greedy pick."""
-    model, tok = _model_and_tokenizer()
+def _model_pair(model=None, tok=None):
+    """The lesson's (model, tok) when both are given, else the bundled pair."""
+    if (model is None) != (tok is None):
+        raise TypeError("give both model= and tok= (the lesson's model and its tokenizer), or neither (the bundled ones)")
+    return (model, tok) if model is not None else _model_and_tokenizer()
+
+
+def _last_logits(prompt: str, model=None, tok=None) -> torch.Tensor:
+    model, tok = _model_pair(model, tok)
     with torch.inference_mode():
-        logits = model(torch.tensor([tok.encode(prompt)]))[0]
-    return logits.argmax(-1).tolist()
+        return model(torch.tensor([tok.encode(prompt)], device=model.device))[0]
 
 
-def greedy_next_token(prompt: str) -> int:
-    """The id the bundled model picks after ``prompt`` at temperature 0 (the argmax of the last logits)."""
-    return greedy_picks(prompt)[-1]
+def greedy_picks(prompt: str, model=None, tok=None) -> list[int]:
+    """The argmax of the model's logits (default: the bundled model's) at every position of ``prompt``; the
+    last is the greedy pick."""
+    return _last_logits(prompt, model, tok).argmax(-1).tolist()
 
 
-def likely_next_tokens(prompt: str, n: int = 10) -> list[int]:
+def greedy_next_token(prompt: str, model=None, tok=None) -> int:
+    """The id the model (default: the bundled one) picks after ``prompt`` at temperature 0 (the argmax of the
+    last logits)."""
+    return greedy_picks(prompt, model, tok)[-1]
+
+
+def likely_next_tokens(prompt: str, n: int = 10, model=None, tok=None) -> list[int]:
     """The ``n`` most likely next token ids after ``prompt``, most likely first."""
-    model, tok = _model_and_tokenizer()
-    with torch.inference_mode():
-        logits = model(torch.tensor([tok.encode(prompt)]))[0, -1]
-    return logits.topk(n).indices.tolist()
+    return _last_logits(prompt, model, tok)[-1].topk(n).indices.tolist()
 
 
-@exercise("2.1", f"How many tokens does the bundled tokenizer make of {EX21_TEXT!r}? Answer with an int.",
+@exercise("2.1", f"How many tokens does the lesson's tokenizer make of {EX21_TEXT!r}? Answer with an int.",
           f"""
 Count with the tokenizer, not by eye:
 
     answer = len(tok.encode({EX21_TEXT!r}))
 
-Letters the training text rarely saw (ü, ß) and the emoji have no token of their own, so they fall
-back to their UTF-8 bytes: 'ü' is 2 bytes, 'ß' 2, '🙂' 4.""")
-def _check_21(answer):
-    right = tokens_in(EX21_TEXT)
+Letters the training text rarely saw (ü, ß) and the emoji have no token of their own in the bundled
+tokenizer, so they fall back to their UTF-8 bytes: 'ü' is 2 bytes, 'ß' 2, '🙂' 4.""", uses=("tok",))
+def _check_21(answer, tok=None):
+    right = tokens_in(EX21_TEXT, tok)
     n = _as_int(answer)
     if n == right:
         return True, (f"{len(EX21_TEXT)} characters, {len(EX21_TEXT.encode('utf-8'))} bytes, {right} tokens: "
@@ -207,7 +217,7 @@ def _check_24(answer):
     return False, "Sort by probability, add them up from the top, stop as soon as the total reaches p."
 
 
-@exercise("2.5", f"Which token id does the bundled model pick greedily (temperature 0) right after "
+@exercise("2.5", f"Which token id does the lesson's model pick greedily (temperature 0) right after "
                  f"{EX25_PROMPT!r}? Answer with the id (an int).",
           f"""
 One forward pass over the prompt; the logits at the last position score the next token:
@@ -215,29 +225,31 @@ One forward pass over the prompt; the logits at the last position score the next
     import torch
     sol_ids = tok.encode({EX25_PROMPT!r})
     with torch.inference_mode():
-        sol_logits = model(torch.tensor([sol_ids]))[0, -1]      # the scores for the next token only
+        sol_logits = model(torch.tensor([sol_ids], device=model.device))[0, -1]   # the next token's scores only
     answer = int(sol_logits.argmax())
 
 The same: il.generate(model, tok, {EX25_PROMPT!r}, max_new_tokens=1).tokens[0]. Greedy takes the
-single most likely token: no randomness, so every run gives the same id.""")
-def _check_25(answer):
-    right = greedy_next_token(EX25_PROMPT)
-    tok = _model_and_tokenizer()[1]
+single most likely token: no randomness, so every run gives the same id.""", uses=("model", "tok"))
+def _check_25(answer, model=None, tok=None):
+    from ..core.generate import token_text
+    model, tok = _model_pair(model, tok)
+    right = greedy_next_token(EX25_PROMPT, model, tok)
     if isinstance(answer, str):
         return False, "Give the token id (an int), not its text: tok.encode(text) turns text into ids."
     got = _as_int(answer)
     if got == right:
-        return True, f"id {right} = {tok.decode([right])!r}, the argmax of the last position's logits."
-    if not 0 <= got < tok.vocab_size:
-        return False, f"Token ids lie in [0, {tok.vocab_size}): take the argmax's index, not a logit or a count."
+        return True, f"id {right} = {token_text(tok, right)!r}, the argmax of the last position's logits."
+    vocab = model.config.vocab_size
+    if not 0 <= got < vocab:
+        return False, f"Token ids lie in [0, {vocab}): take the argmax's index, not a logit or a count."
     if got in tok.encode(EX25_PROMPT):
         return False, "That id is part of the prompt; the answer is the id of the *next* token."
-    if got == greedy_next_token(PROMPT_OF_THE_NOTEBOOK):
+    if got == greedy_next_token(PROMPT_OF_THE_NOTEBOOK, model, tok):
         return False, (f"That is the pick after the notebook's prompt; this exercise asks about {EX25_PROMPT!r}, "
                        "so run the model on it.")
-    if got in greedy_picks(EX25_PROMPT)[:-1]:
+    if got in greedy_picks(EX25_PROMPT, model, tok)[:-1]:
         return False, "That is the model's pick at an earlier position: use the logits at the last one ([0, -1])."
-    if got in likely_next_tokens(EX25_PROMPT):
+    if got in likely_next_tokens(EX25_PROMPT, model=model, tok=tok):
         return False, ("That token is likely here but not the most likely: greedy takes the single highest "
                        "score (argmax), with no random draw.")
     return False, "Take the logits at the last position ([0, -1]) and their argmax."
@@ -264,7 +276,7 @@ NEAR, SAME_SIDE = 0.15, 0.25   # a guess this close is right; one on the right s
 Reason from what each stage does. The layers hold all the matrix multiplications but the head's, and
 the same block of work runs once per layer; each layer also launches a dozen or more torch operations,
 each paying a fixed cost. Tokenizing a short prompt, looking up a few rows, one head multiplication and
-a sort of 2,048 scores are each far less work. So the layers should take most of the step: a guess
+a sort of the vocabulary's scores are each far less work. So the layers should take most of the step: a guess
 well above one half. A prediction has no single right number; the checker accepts a guess within
 0.15 of your measurement, or on the same side of one half and within 0.25. What you measured:
 

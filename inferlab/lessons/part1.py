@@ -329,7 +329,7 @@ def batch_sweep(model, tok, prompts, batch_sizes, new_tokens: int = 32, repeats:
     def run(b):
         return lambda: results[b].append(generate_batch(model, tok, list(prompts[:b]), max_new_tokens=new_tokens)[0])
 
-    timings = timing.compare({b: run(b) for b in batch_sizes}, repeats=repeats, warmup=warmup)
+    timings = timing.compare({b: run(b) for b in batch_sizes}, repeats=repeats, warmup=warmup, device=model.device)
     total = [statistics.median(r.total_s for r in results[b][warmup:]) for b in batch_sizes]
     tpot = [statistics.median(r.tpot_s for r in results[b][warmup:]) for b in batch_sizes]
     return BatchSweep(batch_sizes, [b * new_tokens / t for b, t in zip(batch_sizes, total)], tpot, total,
@@ -437,8 +437,9 @@ def greedy_margin(model, prompt_tokens, tokens) -> GreedyMargin:
     first = len(prompt_tokens) - 1  # the logits at the prompt's last token picked the first new token
     was_training = model.training
     model.eval()
-    logits = model(x)[0, first:].double()
-    reference = copy.deepcopy(model).double().eval()(x)[0, first:]
+    logits = model(x)[0, first:].double().cpu()
+    # the float64 reference runs on the CPU: Apple's MPS has no float64
+    reference = copy.deepcopy(model).cpu().double().eval()(x.cpu())[0, first:]
     model.train(was_training)
     top2 = logits.topk(2, dim=-1).values
     gaps = top2[:, 0] - top2[:, 1]

@@ -120,8 +120,8 @@ def layer_updates(outputs: StageOutputs, batch: int = 0) -> list[dict]:
 
 
 def token_rms(outputs: StageOutputs, batch: int = 0) -> torch.Tensor:
-    """[stages, T]: RMS of each token's vector after each stage (notebook 02's residual-stream heatmap)."""
-    return torch.stack([t[batch].float().pow(2).mean(-1).sqrt() for t in outputs.tensors])
+    """[stages, T]: RMS of each token's vector after each stage (notebook 02's residual-stream heatmap), on the CPU."""
+    return torch.stack([t[batch].float().pow(2).mean(-1).sqrt() for t in outputs.tensors]).cpu()
 
 
 @torch.inference_mode()

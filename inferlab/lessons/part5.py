@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import MODEL_CONFIGS
+from ..core.device import as_device
 from ..core.generate import generate_batch
 from ..measure import decode_step, random_weights
 from ..measure.counting import kv_cache_bytes
@@ -117,7 +118,7 @@ def batching_sweep(model, tok, prompts: list, batch_sizes=(1, 2, 4, 8, 16), max_
         res = generate_batch(model, tok, [prompts[i % len(prompts)] for i in range(b)], max_new_tokens=max_new_tokens)
         runs.setdefault(b, []).append(res[0])
 
-    timings = compare({b: (lambda b=b: run(b)) for b in batch_sizes}, repeats=repeats, warmup=1)
+    timings = compare({b: (lambda b=b: run(b)) for b in batch_sizes}, repeats=repeats, warmup=1, device=model.device)
     points = []
     for b in batch_sizes:
         t = timings[b]
@@ -221,10 +222,12 @@ def format_speeds(model, formats=("float32", "bfloat16", "int8"), context: int =
                               paired_ratio(timings["float32"], timings[name]), errors[name]) for name in formats}
 
 
-def memory_bound_model(shape: str = "gpt2-large", n_layer: int = 4, vocab_size: int = 2048, max_seq_len: int = 256):
+def memory_bound_model(shape: str = "gpt2-large", n_layer: int = 4, vocab_size: int = 2048, max_seq_len: int = 256,
+                       device=None):
     """A float32 model of ``n_layer`` layers of a published shape, with random weights (which time exactly like
     trained ones): hundreds of MB, more than a CPU's caches hold, so every decode step streams its weights from
-    memory. The vocabulary is cut to ``vocab_size`` so that the layers, not the output head, are measured."""
+    memory. The vocabulary is cut to ``vocab_size`` so that the layers, not the output head, are measured.
+    ``device``: where it runs (default the CPU)."""
     if shape not in MODEL_CONFIGS:
         raise ValueError(f"unknown shape {shape!r}; choose one of {sorted(MODEL_CONFIGS)}")
     if not isinstance(n_layer, int) or isinstance(n_layer, bool) or n_layer < 1:
@@ -232,7 +235,7 @@ def memory_bound_model(shape: str = "gpt2-large", n_layer: int = 4, vocab_size: 
     cfg = MODEL_CONFIGS[shape].with_(n_layer=n_layer, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                      name=f"{shape} x{n_layer} layers")
     torch.manual_seed(0)
-    return random_weights.random_model(cfg, torch.float32)
+    return random_weights.random_model(cfg, torch.float32).to(as_device(device))
 
 
 # --- grouped-query attention: one real-size layer, fewer and fewer key/value heads --------------------------
@@ -249,24 +252,26 @@ class GQAPoint:
 
 
 def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 2048, batch_size: int = 8,
-              vocab_size: int | None = 2048, repeats: int = 3, dtype=torch.float32) -> list[GQAPoint]:
+              vocab_size: int | None = 2048, repeats: int = 3, dtype=torch.float32, device=None) -> list[GQAPoint]:
     """Random-weight models of ``config``'s layer shape with each number of key/value heads (None = as
     many as query heads): KV cache bytes and decode step time at ``context`` tokens per sequence, the
     variants taking turns (``timing.compare``); ``speedup`` is the first variant's time / each one's.
 
     ``n_layer`` layers and a ``vocab_size``-row embedding keep it fast (per layer, every number is the real
     shape's). The cache is filled with stand-in keys/values instead of a prefill: a step reads them the same.
+    ``device``: where the models run (default the CPU).
     """
+    device = as_device(device)
     weights, made = {}, []
     torch.manual_seed(0)
     for kv in kv_heads:
         kv = config.n_head if kv is None else kv
         cfg = config.with_(n_kv_head=kv, n_layer=n_layer, max_seq_len=context + 1,
                            vocab_size=vocab_size or config.vocab_size, name=f"{config.name}-kv{kv}")
-        model = random_weights.random_model(cfg, dtype, weights=weights)
+        model = random_weights.random_model(cfg, dtype, weights=weights).to(device)
         cache = decode_step.filled_cache(model, batch_size, context, capacity=context + 1)
         made.append((kv, cfg, model, cache))
-    step_in = torch.zeros(batch_size, 1, dtype=torch.long)
+    step_in = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
 
     def stepper(model, cache):
         def step():
@@ -275,7 +280,8 @@ def gqa_sweep(config, kv_heads=(None, 8, 1), n_layer: int = 1, context: int = 20
             cache.truncate(context)
         return step
 
-    timings = compare({i: stepper(m, c) for i, (_, _, m, c) in enumerate(made)}, repeats=repeats, warmup=1)
+    timings = compare({i: stepper(m, c) for i, (_, _, m, c) in enumerate(made)}, repeats=repeats, warmup=1,
+                      device=device)
     points = []
     for i, (kv, cfg, model, _) in enumerate(made):
         kind = "multi-head" if kv == cfg.n_head else "multi-query" if kv == 1 else "grouped-query"

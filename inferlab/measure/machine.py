@@ -25,22 +25,26 @@ MiB = 2 ** 20
 
 
 def time_linear(m: int, k: int, n: int, dtype=torch.float32, warmup: int = 2, repeats: int = 5,
-                min_time_s: float = 0.05) -> Timing:
-    """Time ``F.linear`` on random [m, k] input and [n, k] weight."""
-    x, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
+                min_time_s: float = 0.05, device=None) -> Timing:
+    """Time ``F.linear`` on random [m, k] input and [n, k] weight, on ``device`` (default the CPU)."""
+    device = as_device(device)
+    x, w = torch.randn(m, k, device=device).to(dtype), torch.randn(n, k, device=device).to(dtype)
     with torch.inference_mode():
-        return measure(lambda: torch.nn.functional.linear(x, w), warmup, repeats, min_time_s=min_time_s)
+        return measure(lambda: torch.nn.functional.linear(x, w), warmup, repeats, device=device, min_time_s=min_time_s)
 
 
 def time_attention(n_head: int, n_kv_head: int, head_dim: int, n_new: int, n_context: int, batch_size: int = 1,
-                   dtype=torch.float32, warmup: int = 2, repeats: int = 5, min_time_s: float = 0.05) -> Timing:
-    """Time the model's own ``attend`` (grouped-query, masked) for new queries over a context."""
-    q = torch.randn(batch_size, n_head, n_new, head_dim).to(dtype)
-    k = torch.randn(batch_size, n_kv_head, n_context, head_dim).to(dtype)
+                   dtype=torch.float32, warmup: int = 2, repeats: int = 5, min_time_s: float = 0.05,
+                   device=None) -> Timing:
+    """Time the model's own ``attend`` (grouped-query, masked) for new queries over a context, on ``device``
+    (default the CPU)."""
+    device = as_device(device)
+    q = torch.randn(batch_size, n_head, n_new, head_dim, device=device).to(dtype)
+    k = torch.randn(batch_size, n_kv_head, n_context, head_dim, device=device).to(dtype)
     v = torch.randn_like(k)
-    mask = torch.ones(n_context, n_context, dtype=torch.bool).tril()[None, None, -n_new:]
+    mask = torch.ones(n_context, n_context, dtype=torch.bool, device=device).tril()[None, None, -n_new:]
     with torch.inference_mode():
-        return measure(lambda: attend(q, k, v, mask), warmup, repeats, min_time_s=min_time_s)
+        return measure(lambda: attend(q, k, v, mask), warmup, repeats, device=device, min_time_s=min_time_s)
 
 
 def seconds_per_small_op(repeats: int = 7, calls: int = 500) -> float:

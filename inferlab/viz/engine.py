@@ -460,10 +460,10 @@ def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 1024, block_size: i
     return fig
 
 
-def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_size: int = 16):
+def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_size: int = 16, model=None, tok=None):
     """Notebook 06's serving widget: sliders for the arrival rate, the KV budget and the block size; each
-    setting serves the same seeded workload with the bundled draft model by the engine and by static batching
-    at the same KV memory (``engine_view``)."""
+    setting serves the same seeded workload with ``model`` and ``tok`` (default: the bundled draft model) by the
+    engine and by static batching at the same KV memory (``engine_view``)."""
     import ipywidgets as widgets
 
     from .live import interactive, live
@@ -473,10 +473,11 @@ def serving_widget(arrival_rate: float = 200.0, kv_tokens: int = 1024, block_siz
                                                continuous_update=False),
                 "block_size": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=block_size, description="block size")}
     widget = interactive(lambda arrival_rate, kv_tokens, block_size:
-                                 engine_view(arrival_rate, kv_tokens, block_size), **controls)
-    return live(widget, engine_view(arrival_rate, kv_tokens, block_size),
+                                 engine_view(arrival_rate, kv_tokens, block_size, model, tok), **controls)
+    return live(widget, engine_view(arrival_rate, kv_tokens, block_size, model, tok),
                 "sliders for the arrival rate, the KV budget and the block size; 24 requests are served with the "
-                "bundled draft model by the engine and by static batching with the same KV memory, one row per "
+                f"{'bundled draft model' if model is None else model.config.name} by the engine and by static "
+                "batching with the same KV memory, one row per "
                 "request (waiting, prefill, decoding, held for its batch), beside each way's throughput, time to "
                 "first token, latency per token and preemptions")
 

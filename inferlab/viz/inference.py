@@ -24,6 +24,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..core.generate import token_bytes
 from ..core.sampling import next_token_probs
 from ..core.tokenizer import token_table
 
@@ -61,8 +62,9 @@ def mathtext_safe(s: str) -> str:
 
 def token_label(tok, token_id: int) -> str:
     """How notebook 02 draws one token: its text (space ␣, newline ↵), or its raw bytes in hex
-    when the token is only part of a UTF-8 character (the byte-level fallback)."""
-    raw = tok.vocab[int(token_id)]
+    when the token is only part of a UTF-8 character (the byte-level fallback). An id the tokenizer
+    lacks (a model with more embedding rows than tokens) shows as ``<id>``."""
+    raw = token_bytes(tok, int(token_id))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -70,16 +72,25 @@ def token_label(tok, token_id: int) -> str:
     return "".join(_label_char(c) for c in text)
 
 
-def is_byte_token(token_id: int) -> bool:
-    """True for the 256 single-byte tokens (ids 0-255) every text can fall back to (notebook 02); every
-    other id is a learned merge of two earlier tokens."""
-    return 0 <= int(token_id) < 256
+def text_of(tok, ids) -> str:
+    """The text of token ``ids``: their bytes joined, then decoded (a character cut off shows as U+FFFD). Unlike
+    ``tok.decode``, an id the tokenizer lacks (a model with more embedding rows than tokens) shows as ``<id>``."""
+    return b"".join(token_bytes(tok, int(i)) for i in ids).decode("utf-8", errors="replace")
+
+
+def is_byte_token(token_id: int, tok=None) -> bool:
+    """True for a single-byte token, the fallback every text can use (notebook 02). With ``tok``: a token of
+    one byte, in any tokenizer; without: the bundled tokenizer's rule, ids 0-255 (every other id there is
+    a learned merge of two earlier tokens)."""
+    if tok is None:
+        return 0 <= int(token_id) < 256
+    return len(token_bytes(tok, int(token_id))) == 1
 
 
 def is_partial(tok, token_id: int) -> bool:
     """True when a token's bytes are not whole UTF-8 characters on their own (notebook 02)."""
     try:
-        tok.vocab[int(token_id)].decode("utf-8")
+        token_bytes(tok, int(token_id)).decode("utf-8")
         return False
     except UnicodeDecodeError:
         return True
@@ -89,7 +100,7 @@ def format_tokens(tok, text: str) -> str:
     """A printable table of ``text``'s tokens: id, raw bytes, and how the token reads (notebook 02)."""
     lines = [f"{'id':>5}  {'bytes':<24} token"]
     for token_id, _ in token_table(tok, text):
-        lines.append(f"{token_id:>5}  {tok.vocab[token_id]!r:<24} {token_label(tok, token_id)}")
+        lines.append(f"{token_id:>5}  {token_bytes(tok, token_id)!r:<24} {token_label(tok, token_id)}")
     n_chars, n_tokens = len(text), len(lines) - 1
     lines.append(f"{n_chars} character{'s' * (n_chars != 1)} -> {len(text.encode('utf-8'))} UTF-8 bytes -> "
                  f"{n_tokens} token{'s' * (n_tokens != 1)}")
@@ -99,9 +110,9 @@ def format_tokens(tok, text: str) -> str:
 def token_view(tok, text: str, width: float = 56.0) -> Figure:
     """Widget callback for the text box: ``text`` as coloured token boxes with each token's id below.
 
-    Orange boxes are single-byte tokens (ids 0-255), the fallback for text the vocabulary has no longer
-    piece for; a label in hex marks a token that is not a whole character (a byte of a multi-byte
-    character, or one of the few learned merges that stop mid-character).
+    Orange boxes are single-byte tokens (ids 0-255 in the bundled tokenizer), the fallback for text the
+    vocabulary has no longer piece for; a label in hex marks a token that is not a whole character (a byte
+    of a multi-byte character, or one of the few learned merges that stop mid-character).
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -119,7 +130,7 @@ def token_view(tok, text: str, width: float = 56.0) -> Figure:
     ax = fig.add_axes((0.01, 0.02, 0.98, 0.96 - 0.3 / (0.3 + 0.62 * rows)))
     palette = ["#cfe2f3", "#d9ead3", "#fff2cc", "#ead1dc"]
     for n, (bx, by, w, label, token_id) in enumerate(boxes):
-        color = "#f9cb9c" if is_byte_token(token_id) else palette[n % len(palette)]
+        color = "#f9cb9c" if is_byte_token(token_id, tok) else palette[n % len(palette)]
         ax.add_patch(Rectangle((bx, -by - 0.62), w, 0.58, facecolor=color, edgecolor="#666666", lw=0.6))
         ax.text(bx + w / 2, -by - 0.25, mathtext_safe(label), ha="center", va="center", fontsize=10, family="DejaVu Sans Mono")
         ax.text(bx + w / 2, -by - 0.53, str(token_id), ha="center", va="center", fontsize=7, color="#444444")
@@ -127,9 +138,9 @@ def token_view(tok, text: str, width: float = 56.0) -> Figure:
     ax.set_ylim(-rows * 1.0 + 0.3, 0.05)
     ax.axis("off")
     n_bytes = len(text.encode("utf-8"))
-    n_single = sum(is_byte_token(b[4]) for b in boxes)
+    n_single = sum(is_byte_token(b[4], tok) for b in boxes)
     n_partial = sum(is_partial(tok, b[4]) for b in boxes)
-    legend = [f"{n_single} single-byte tokens (ids 0–255, orange)"] if n_single else []
+    legend = [f"{n_single} single-byte tokens (orange)"] if n_single else []
     legend += [f"{n_partial} not whole characters (hex)"] if n_partial else []
     fig.suptitle(f"{len(text)} characters → {n_bytes} bytes → {len(boxes)} tokens"
                  + (": " + ", ".join(legend) if legend else ""), fontsize=10, y=0.995)
@@ -349,7 +360,7 @@ def trace_step_view(result, step: int = 0, tok=None) -> Figure:
     step = max(0, min(int(step), len(trace) - 1))
     s = trace[step]
     if tok is not None:
-        before = tok.decode(list(result.prompt_tokens) + list(result.tokens[:step]))
+        before = text_of(tok, [*result.prompt_tokens, *result.tokens[:step]])
     else:
         before = "".join(t.text for t in trace[:step])
     fig = Figure(figsize=(10, 2.9), dpi=DPI)
@@ -461,7 +472,7 @@ def entropy_bits(probs: torch.Tensor) -> float:
     return max(0.0, float(-(p * p.log2()).sum()))  # max: a sure choice gives 0.0, not -0.0
 
 
-__all__ = ["token_label", "is_partial", "format_tokens", "token_view", "plot_embedding_row", "plot_residual_stream",
+__all__ = ["token_label", "text_of", "is_partial", "format_tokens", "token_view", "plot_embedding_row", "plot_residual_stream",
            "slider_top_k", "slider_top_p", "candidate_rows", "plot_logits_to_probs", "sampling_view", "plot_trace",
            "words_over_steps", "is_byte_token", "trace_step_view", "plot_stage_times", "entropy_bits",
            "TOKEN_DEMO_TEXT", "token_widget", "sampling_widget", "step_widget"]

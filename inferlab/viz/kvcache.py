@@ -25,7 +25,7 @@ from ..core.config import get_config
 from ..lessons.part3 import (attention_kind, decode_flops, format_bytes, format_bytes_binary, memory_budget,
                              prefill_flops)
 from ..measure.counting import kv_cache_bytes
-from .inference import drawable_text, mathtext_safe, token_label
+from .inference import drawable_text, mathtext_safe, text_of, token_label
 
 DPI = 150   # legible at GitHub's width
 KIND_COLORS = {"contiguous": "#3b75af", "concat": "#e1812c", "none": "#c03d3e"}
@@ -181,7 +181,7 @@ def cache_step_view(trace, tok, step: int = 0, layer: int = 0, head: int = -1) -
     labels += [""] * (cap - len(labels))
     ax_att.set_xticks(range(cap), labels, rotation=90, fontsize=7, family="DejaVu Sans Mono")
     ax_att.set_xlim(-0.6, cap - 0.4)
-    picked = drawable_text(tok.decode([s.token_id]))
+    picked = drawable_text(text_of(tok, [s.token_id]))
     fig.suptitle(f"…then picks [{picked}] (id {s.token_id})", fontsize=9, x=0.99, y=0.995, ha="right")
     fig.tight_layout()
     return fig

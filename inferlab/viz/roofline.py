@@ -250,17 +250,25 @@ def scaled_config(base: ModelConfig, d_model: int) -> ModelConfig:
     return base.with_(d_model=d_model, d_ff=d_ff, name=f"{base.name} at width {d_model}")
 
 
+def widths_for(base: ModelConfig, widths=WIDTHS) -> list[int]:
+    """``widths`` each rounded to the nearest width ``base``'s heads can split evenly into heads of an even
+    size (a multiple of 2 x n_head; the powers of two themselves for the bundled shapes)."""
+    step = 2 * base.n_head
+    return sorted({max(step, round(w / step) * step) for w in widths})
+
+
 def overhead_prediction(base: ModelConfig, roof: Roof, fixed_ms: float, batch_size: int = 1, n_context: int = 64,
-                        widths=WIDTHS) -> dict:
+                        widths=None) -> dict:
     """A decode step of ``base`` at each width, priced two ways (notebook 04's overhead model): the roofline
     time (the slower of FLOPs / peak and bytes / bandwidth) and a fixed cost per step (``fixed_ms``: Python,
     dispatch and launches, whatever the size). The step is overhead-bound while the fixed cost is the larger;
-    ``crossover`` is the first width whose roofline time exceeds it (None: no width in ``widths`` does)."""
+    ``crossover`` is the first width whose roofline time exceeds it (None: no width in ``widths`` does).
+    ``widths``: default ``widths_for(base)``, d_model 64 to 8,192."""
     if not isinstance(roof, Roof):
         raise TypeError(f"roof must be a Roof, got {type(roof).__name__}")
     if isinstance(fixed_ms, bool) or not isinstance(fixed_ms, (int, float)) or not fixed_ms >= 0:
         raise ValueError(f"fixed_ms must be a number >= 0, got {fixed_ms!r}")
-    widths = list(widths)
+    widths = widths_for(base) if widths is None else list(widths)
     roof_s = [roof.step_time(c.flops, c.bytes) for c in
               (decode_count(scaled_config(base, w), batch_size, n_context) for w in widths)]
     fixed_s = fixed_ms / 1e3
