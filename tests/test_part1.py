@@ -151,7 +151,7 @@ def test_exercise_1_1_config_is_the_notebooks_small_model():
 
     source = next(s for s in _notebook_cells() if "small_cfg = il.ModelConfig(" in s)
     call = re.search(r"il\.ModelConfig\((.*?)\)\n", source, re.S).group(1)
-    notebook_cfg = eval(f"il.ModelConfig({call})", {"il": il, "tok": SimpleNamespace(vocab_size=2048)})
+    notebook_cfg = eval(f"il.ModelConfig({call})", {"il": il, "tok": SimpleNamespace(vocab_size=2048), "train_tok": SimpleNamespace(vocab_size=2048)})
     assert notebook_cfg == part1.live_model_config()
 
 
