@@ -327,7 +327,7 @@ def _exact_joint(target, prompt, vocab, n, temperature):
 
 @pytest.mark.parametrize("min_confidence", [None, 0.4])
 def test_speculative_sampling_follows_the_target_distribution(min_confidence):
-    vocab, n, samples = 4, 3, 1500
+    vocab, n, samples = 4, 3, 600
     cfg = il.ModelConfig(vocab_size=vocab, d_model=16, n_layer=1, n_head=2, arch="llama", max_seq_len=16)
     target, draft = random_model(cfg, 1), random_model(cfg, 2)  # different weights: many rejections
     prompt = [1, 2, 3]
