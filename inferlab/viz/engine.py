@@ -85,7 +85,7 @@ def plot_kv_memory(runs: dict) -> Figure:
     axes[-1].set_xlabel("time serving (s)")
     h, lab = axes[0].get_legend_handles_labels()
     fig.legend(h, lab, fontsize=8, ncol=3, loc="upper center")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    fig.set_layout_engine("tight", rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     return fig
 
 
@@ -119,7 +119,7 @@ def plot_timeline(runs: dict, max_requests: int | None = None) -> Figure:
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE, HELD)]
     fig.legend(handles, ["waiting", "prefill (to first token)", "decoding", "done, held for the batch"],
                fontsize=8, ncol=4, loc="upper center")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    fig.set_layout_engine("tight", rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return fig
 
 
@@ -159,7 +159,7 @@ def plot_step_trace(steps, max_steps: int | None = None) -> Figure:
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     fig.legend(h1 + h2, l1 + l2, fontsize=8, ncol=4, loc="lower center")   # below the axes: it covers no bar
-    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))
+    fig.set_layout_engine("tight", rect=(0, 0.3 / fig.get_figheight(), 1, 1))
     return fig
 
 
@@ -208,7 +208,7 @@ def plot_block_table(snapshot: dict, columns: int = 16) -> Figure:
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in (SHARED, CACHED, FREE)]
     ax.legend(handles, ["shared prefix (×ref count)", "free, prefix still cached", "free"], fontsize=7,
               loc="upper left", bbox_to_anchor=(0, 0), ncol=3)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -245,7 +245,7 @@ def fragmentation_sim(num_steps: int = 2000, concurrency: int = 32, max_seq_len:
     return result
 
 
-def plot_fragmentation(result: dict) -> Figure:
+def plot_fragmentation(result: dict, title: str = "") -> Figure:
     fig = Figure(figsize=(10, 3.4), dpi=DPI)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     colors = ["#c44e52", "#dd8452", "#55a868"]
@@ -268,7 +268,9 @@ def plot_fragmentation(result: dict) -> Figure:
     ax2.invert_yaxis()
     ax2.set_xlabel("mean (%)")
     ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.25), ncol=2)
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    fig.set_layout_engine("tight", rect=(0, 0, 1, 1 - (0.3 / fig.get_figheight() if title else 0)))
     return fig
 
 
@@ -286,10 +288,8 @@ def kv_memory_view(block_size: int = 16, max_tokens: int = 512) -> Figure:
     if 512 + max_tokens > 2048:
         raise ValueError(f"max_tokens must leave the longest prompt (512) room in the context of 2048, got {max_tokens}")
     result = fragmentation_sim(num_steps=1000, block_size=block_size, max_tokens=max_tokens, seed=0)
-    fig = plot_fragmentation(result)
-    fig.suptitle(f"KV memory held by 32 requests: blocks of {block_size} tokens; answers ask for up to {max_tokens} "
-                 "tokens and stop earlier", fontsize=10, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    fig = plot_fragmentation(result, f"KV memory held by 32 requests: blocks of {block_size} tokens; answers ask "
+                                     f"for up to {max_tokens} tokens and stop earlier")
     fig.result = result
     return fig
 
@@ -455,7 +455,7 @@ def engine_view(arrival_rate: float = 20.0, kv_tokens: int = 1024, block_size: i
     fig.legend([Rectangle((0, 0), 1, 1, color=c) for c in (WAIT, PREFILL, DECODE, HELD)],
                ["waiting (queued, or preempted)", "prefill (or recompute)", "decoding", "done, held for the batch"],
                fontsize=8, ncol=4, loc="upper center")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    fig.set_layout_engine("tight", rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.runs = runs   # for tests and curious readers
     return fig
 
@@ -511,5 +511,5 @@ def plot_latency_vs_rate(result: dict, ttft_limit_s: float | None = None) -> Fig
     ax.set_title("latency per token: flat until a way saturates", fontsize=10, loc="left")
     ax2.set_title("the wait for the first token", fontsize=10, loc="left")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig

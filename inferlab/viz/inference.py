@@ -160,7 +160,7 @@ def plot_embedding_row(model, tok, token_id: int) -> Figure:
     ax.set_ylabel("value")
     ax.set_title(f"token {int(token_id)} ({mathtext_safe(token_label(tok, token_id))}) → row {int(token_id)} of tok_emb.weight "
                  f"{list(weight.shape)} → a vector of {row.numel()} numbers", fontsize=10)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -192,7 +192,7 @@ def plot_residual_stream(outputs, tok, ids) -> Figure:
     ax2.set_yticks(range(len(outputs.names)), [])
     ax2.set_xlabel("mean RMS (log)")
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -234,7 +234,7 @@ def plot_logits_to_probs(logits: torch.Tensor, tok, n: int = 10) -> Figure:
         ax.set_yticks(range(n), labels, family="DejaVu Sans Mono")
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -269,7 +269,7 @@ def sampling_view(logits: torch.Tensor, tok, temperature: float = 1.0, top_k=0, 
     p_text = "top_p off" if top_p is None else f"top_p={top_p:g}"
     ax.set_title(f"{mode}, {k_text}, {p_text}: {kept} of {logits.numel()} tokens can be drawn", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -377,7 +377,7 @@ def trace_step_view(result, step: int = 0, tok=None) -> Figure:
                   f"probability (the token picked, {drawable_text(s.text)}, is not among these {len(names)})")
     ax.set_title(f"step {step}, position {s.position}: …{drawable_text(before[-60:])}[{drawable_text(s.text)}]", fontsize=9,
                  family="DejaVu Sans Mono", loc="left")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -415,7 +415,7 @@ def plot_stage_times(timing) -> Figure:
     ax2.invert_yaxis()
     ax2.set_xlim(0, 1.25)
     ax2.set_xlabel("share of the sum of stages")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 

@@ -60,7 +60,7 @@ def plot_generation_steps(results: dict) -> Figure:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -82,7 +82,7 @@ def plot_prefill(prefill, config, title: str = "") -> Figure:
     for ax in (ax1, ax2):
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -112,7 +112,7 @@ def plot_decode(decodes, config, title: str = "", log: bool = False) -> Figure:
             ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -183,7 +183,7 @@ def cache_step_view(trace, tok, step: int = 0, layer: int = 0, head: int = -1) -
     ax_att.set_xlim(-0.6, cap - 0.4)
     picked = drawable_text(text_of(tok, [s.token_id]))
     fig.suptitle(f"…then picks [{picked}] (id {s.token_id})", fontsize=9, x=0.99, y=0.995, ha="right")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -205,7 +205,7 @@ def plot_kv_per_token(rows) -> Figure:
     for kind, color in ATTENTION_COLORS.items():
         ax.bar([0], [0], color=color, label=kind)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -257,7 +257,7 @@ def memory_view(config_name: str = "llama-3-8b", seq_len: int = 8192, batch_size
     ax2.yaxis.set_minor_formatter(NullFormatter())
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -295,7 +295,7 @@ def plot_context_sweep(sweep) -> Figure:
     if sweep.crossover <= ctx[-1]:
         ax2.annotate(f"cache = weights\nat {sweep.crossover:,} tokens", (sweep.crossover, sweep.weight_bytes / gb),
                      xytext=(8, -28), textcoords="offset points", fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 

@@ -118,7 +118,7 @@ def plot_weight_formats(formats: dict) -> Figure:
     fig = Figure(figsize=(6, 3.8), dpi=DPI)
     ax = fig.add_subplot()
     labels = _speed_scatter(ax, formats)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     place_labels(ax, labels)
     return fig
 
@@ -146,7 +146,7 @@ def tradeoff_view(measurements: dict, weights: str = "float32", batch_size: int 
     ax2.set_title("every measured weight format", fontsize=9)
     if r["notes"]:
         fig.text(0.01, 0.01, "; ".join(r["notes"]), fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.04 if r["notes"] else 0, 1, 1))
+    fig.set_layout_engine("tight", rect=(0, 0.04 if r["notes"] else 0, 1, 1))
     place_labels(ax2, labels)
     return fig
 
@@ -189,7 +189,7 @@ def plot_error_vs_bits(rows) -> Figure:
     ax.set_xlim(0, max(xs) * 1.35)
     ax.set_ylim(floor / 2, max(ys) * 3)
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     place_labels(ax, [(b, y, name + (" (exact)" if e == 0 else "")) for (name, b, e), y in zip(rows, ys)])
     return fig
 
@@ -217,7 +217,7 @@ def plot_attention_memory(lengths, standard_bytes, tiled_bytes, sdpa_bytes=None)
     ax.set_ylabel("largest tensor (MiB)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -236,7 +236,7 @@ def plot_batching(points) -> Figure:
         ax.set_xlabel("batch size")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -305,5 +305,5 @@ def _finish_speedup_axes(fig, ax):
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig

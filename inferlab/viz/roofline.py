@@ -60,7 +60,7 @@ def plot_roofline(roofs, points=(), title: str = "") -> Figure:
     ax.set_title(title or "roofline: attainable FLOP/s = min(peak, intensity x bandwidth)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -83,7 +83,7 @@ def plot_bandwidth_sweep(sweep, caches: dict | None = None, threads: int | None 
     ax.set_title("memory hierarchy, measured: read bandwidth against the size of the working set"
                  + (f" ({threads} thread{'s' * (threads != 1)})" if threads else ""), fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -118,7 +118,7 @@ def plot_batch_sweep(batch_sizes, step_s, predicted_s=None, critical=None) -> Fi
         ax.set_xlabel("batch size (sequences decoded together)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -141,7 +141,7 @@ def plot_queue(rows_by_label: dict, md1=None) -> Figure:
     ax.legend(fontsize=8)
     ax.set_title("the line in front of the server: latency explodes as arrivals approach the service rate",
                  fontsize=10)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -205,7 +205,7 @@ def roofline_view(hardware: str = "h100", config_name: str = "llama-3-8b", batch
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -305,7 +305,7 @@ def overhead_view(fixed_ms: float, batch_size: int, base: ModelConfig, roof: Roo
     ax.set_title(f"batch {batch_size}, fixed cost {fixed_ms:g} ms per step: {where}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 

@@ -78,7 +78,7 @@ def training_snapshot(history, step, width: int = 70):
     ax_text.axis("off")
     ax_text.text(0, 1, f"sample at step {s}:", fontsize=9, fontweight="bold", va="top", transform=ax_text.transAxes)
     ax_text.text(0, 0.72, wrapped, fontsize=9, family="monospace", va="top", transform=ax_text.transAxes)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -117,7 +117,7 @@ def plot_step_comparison(train_cost, infer_cost, time_ratio: float | None = None
     _stacked_bars(ax_m, [{k: v / 1e6 for k, v in c.memory.as_dict().items()} for c in (train_cost, infer_cost)],
                   MEMORY_COLORS, labels, "MB", "memory (MB)",
                   f"Memory: training step = {train_cost.memory.total / infer_cost.memory.total:.1f}x inference pass")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -135,7 +135,7 @@ def plot_token_times(result):
                  if result.tpot_s > 0 else f"Latency: first token {result.ttft_s * 1e3:.1f} ms")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -155,7 +155,7 @@ def plot_throughput_vs_batch(batch_sizes, tokens_per_s, tpot_s):
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[1].set_ylim(bottom=0)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -192,7 +192,7 @@ def cost_calculator(throughputs: dict, watts: float, price_per_kwh: float, hardw
                  f"best {best['total']:.3g} per million tokens", fontsize=10)
     ax.legend(fontsize=8)
     ax.margins(y=0.15)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
