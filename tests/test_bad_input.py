@@ -32,6 +32,7 @@ CASES = [
     ("a prompt of bools", lambda: il.generate(MODEL, TOK, [True, False], 4), TypeError, "prompt"),
     ("a prompt of bools in the engine", lambda: engine().add_request([True, 1]), TypeError, "prompt"),
     ("use_cache='no'", lambda: il.generate(MODEL, TOK, [1, 2], 4, use_cache="no"), TypeError, "use_cache"),
+    ("a model name as the engine's tokenizer", lambda: il.Engine(MODEL, "gpt2"), TypeError, "tok must be a tokenizer"),
     ("enable_prefix_caching='no'", lambda: il.Engine(MODEL, TOK, enable_prefix_caching="no"), TypeError,
      "enable_prefix_caching"),
     ("temperature=float('nan')", lambda: il.generate(MODEL, TOK, [1, 2], 4, temperature=float("nan")), ValueError,

@@ -42,7 +42,8 @@ class Engine:
         if not hasattr(model, "config") or not callable(model):
             raise TypeError(f"model must be an il.GPT, got {type(model).__name__}")
         if tok is not None and not (hasattr(tok, "encode") and hasattr(tok, "vocab")):
-            raise TypeError(f"tok must be an il.BPETokenizer (or None for prompts of token ids), got {type(tok).__name__}")
+            raise TypeError("tok must be a tokenizer with encode and vocab (il.BPETokenizer, or il.load_hf's "
+                            f"HFTokenizer), or None for prompts of token ids; got {type(tok).__name__}")
         if not callable(clock):
             raise TypeError("clock must be a function returning seconds, like time.perf_counter")
         self.model, self.tok, self.config, self.clock = model, tok, model.config, clock
