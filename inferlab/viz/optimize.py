@@ -118,7 +118,7 @@ def plot_weight_formats(formats: dict) -> Figure:
     fig = Figure(figsize=(6, 3.8), dpi=DPI)
     ax = fig.add_subplot()
     labels = _speed_scatter(ax, formats)
-    fig.set_layout_engine("tight")
+    fig.tight_layout()   # now, not when drawn: place_labels needs the axes where they will be
     place_labels(ax, labels)
     return fig
 
@@ -146,7 +146,7 @@ def tradeoff_view(measurements: dict, weights: str = "float32", batch_size: int 
     ax2.set_title("every measured weight format", fontsize=9)
     if r["notes"]:
         fig.text(0.01, 0.01, "; ".join(r["notes"]), fontsize=7, color="#555555")
-    fig.set_layout_engine("tight", rect=(0, 0.04 if r["notes"] else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.04 if r["notes"] else 0, 1, 1))   # now: place_labels needs the final axes
     place_labels(ax2, labels)
     return fig
 
@@ -189,7 +189,7 @@ def plot_error_vs_bits(rows) -> Figure:
     ax.set_xlim(0, max(xs) * 1.35)
     ax.set_ylim(floor / 2, max(ys) * 3)
     ax.grid(alpha=0.3, which="both")
-    fig.set_layout_engine("tight")
+    fig.tight_layout()   # now, not when drawn: place_labels needs the axes where they will be
     place_labels(ax, [(b, y, name + (" (exact)" if e == 0 else "")) for (name, b, e), y in zip(rows, ys)])
     return fig
 
