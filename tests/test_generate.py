@@ -1,9 +1,8 @@
 import pytest
+import torch
 from hypothesis import given, strategies as st
 
 import inferlab as il
-import torch
-
 from conftest import DEVICES, random_model, small_configs
 
 
